@@ -4,6 +4,7 @@ package capture
 
 import (
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -36,6 +37,14 @@ type Segment struct {
 	// Packet is the 1-based number of the packet in the capture (across
 	// merged files, in merged order), for messages that point at evidence.
 	Packet uint64
+	// Raw is the whole captured frame the segment came from (link header
+	// included), and LinkType says how to read it, so that a caller can
+	// write the packet out again (see PcapWriter). Raw aliases the source's
+	// buffer like Payload. For a datagram rebuilt from IPv4 fragments it is
+	// the frame of the fragment that completed it.
+	Raw      []byte
+	RawLen   int // the frame's length on the wire (len(Raw) unless cut by snaplen)
+	LinkType LinkType
 }
 
 // Has reports whether all flag bits in f are set.
@@ -68,14 +77,23 @@ type Source interface {
 // Warning is a non-fatal problem (a truncated file, a corrupt block that
 // could be skipped). Next returns it once; the caller reports it and keeps reading.
 type Warning struct {
-	File   string
+	File string // the file as named to Open ("-" for stdin)
+	// Packet is the 1-based number, within File, of the record that could
+	// not be read: tools that open the file alone number it the same way.
 	Packet uint64
+	// Offset is the byte offset of that record in File after
+	// decompression (gzip and zstd files count uncompressed bytes).
 	Offset int64
 	Err    error
 }
 
 func (w *Warning) Error() string {
-	return w.File + ": " + w.Err.Error()
+	s := w.File + ": "
+	if w.Packet > 0 {
+		s += "packet " + strconv.FormatUint(w.Packet, 10) + " at "
+	}
+	s += "offset " + strconv.FormatInt(w.Offset, 10) + ": "
+	return s + w.Err.Error()
 }
 
 func (w *Warning) Unwrap() error { return w.Err }
