@@ -1,0 +1,211 @@
+// Package analyze parses HTTP/1.1 from reassembled TCP streams, pairs
+// requests with their interim and final responses, and judges every
+// Expect negotiation. It never prints; records go to Config.Emit.
+package analyze
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/expectscope/expectscope/reassembly"
+)
+
+// Config tunes the analysis. Zero values take the defaults.
+type Config struct {
+	// All builds records for requests without Expect too (type exchange).
+	All bool
+	// NoWaitUnder: a body sent this soon after the headers, before any
+	// answer, was never held back (shorter than any client's timer).
+	NoWaitUnder time.Duration
+	// MaxHeaderBytes bounds one header block; larger is a parse error.
+	MaxHeaderBytes int
+	// HuntBudget bounds the bytes scanned for a first message start on a
+	// side before the connection is judged not HTTP.
+	HuntBudget int64
+	// RetryWindow is how long after a 417 a retry is looked for.
+	RetryWindow time.Duration
+	// Emit receives each record once it is decided.
+	Emit func(*Record)
+}
+
+func (c *Config) defaults() {
+	if c.NoWaitUnder == 0 {
+		c.NoWaitUnder = 10 * time.Millisecond
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 64 << 10
+	}
+	if c.HuntBudget == 0 {
+		c.HuntBudget = 1 << 20
+	}
+	if c.RetryWindow == 0 {
+		c.RetryWindow = 30 * time.Second
+	}
+	if c.Emit == nil {
+		c.Emit = func(*Record) {}
+	}
+}
+
+// Stats counts what the analysis saw.
+type Stats struct {
+	Connections     uint64 `json:"connections"`
+	HTTPConnections uint64 `json:"http_connections"`
+	NonHTTP         uint64 `json:"non_http_streams"`
+	Requests        uint64 `json:"requests"`
+	Responses       uint64 `json:"responses"`
+	Negotiations    uint64 `json:"negotiations"`
+	OrphanResponses uint64 `json:"orphan_responses"`
+	ParseErrors     uint64 `json:"parse_errors"`
+	Gaps            uint64 `json:"gaps"`
+	Resyncs         uint64 `json:"resyncs"`
+	Tunnels         uint64 `json:"tunnels"`
+}
+
+// Analyzer is a reassembly.StreamFactory: one per capture (or per
+// worker shard; records carry everything needed to merge them).
+type Analyzer struct {
+	cfg   Config
+	stats Stats
+	now   time.Time // latest capture time seen: the only clock
+	// 417'd negotiations waiting for their retry, by request identity.
+	await     map[retryKey][]*exchange
+	awaitList []*exchange // in order of their 417, for expiry
+	lastErr   error
+}
+
+// retryKey identifies "the same request" for linking a retry to its 417.
+type retryKey struct {
+	clientIP, method, host, target string
+}
+
+// New returns an Analyzer.
+func New(cfg Config) *Analyzer {
+	cfg.defaults()
+	return &Analyzer{cfg: cfg, await: map[retryKey][]*exchange{}}
+}
+
+// Stats returns the counts so far.
+func (a *Analyzer) Stats() Stats { return a.stats }
+
+// LastParseError returns the most recent parse error, for a warning line.
+func (a *Analyzer) LastParseError() error { return a.lastErr }
+
+// New implements reassembly.StreamFactory.
+func (a *Analyzer) New(info reassembly.ConnInfo) reassembly.Stream {
+	a.stats.Connections++
+	c := &conn{a: a, info: info}
+	if info.Handshake {
+		c.rolesKnown = true
+		c.client = reassembly.SideA
+	}
+	c.dirs[0].budget = a.cfg.HuntBudget
+	c.dirs[1].budget = a.cfg.HuntBudget
+	return c
+}
+
+// Flush ends the analysis: negotiations still waiting for a retry are
+// emitted as never retried. Call it after the assembler's FlushAll.
+func (a *Analyzer) Flush() {
+	for _, e := range a.awaitList {
+		if e.waitingRetry {
+			e.waitingRetry = false
+			a.release(e)
+		}
+	}
+	a.awaitList = nil
+	clear(a.await)
+}
+
+func (a *Analyzer) tick(at time.Time) {
+	if at.After(a.now) {
+		a.now = at
+	}
+	// Expire retry waits by capture time.
+	for len(a.awaitList) > 0 {
+		e := a.awaitList[0]
+		if e.waitingRetry && a.now.Sub(e.final.At) < a.cfg.RetryWindow {
+			break
+		}
+		a.awaitList = a.awaitList[1:]
+		if e.waitingRetry {
+			e.waitingRetry = false
+			a.dropAwait(e)
+			a.release(e)
+		}
+	}
+}
+
+func (a *Analyzer) keyOf(c *conn, rh *requestHead) retryKey {
+	ip := c.clientAddr().Addr().String()
+	return retryKey{ip, rh.method, rh.h.host, rh.target}
+}
+
+// noteRequest links a new request to an earlier 417 of the same request.
+func (a *Analyzer) noteRequest(c *conn, e *exchange) {
+	if len(a.await) == 0 {
+		return
+	}
+	k := a.keyOf(c, e.head)
+	list := a.await[k]
+	for i, orig := range list {
+		if orig == e || !orig.waitingRetry || orig.final.At.After(e.headersEnd) {
+			continue
+		}
+		orig.retriedBy = e.id
+		e.retryOf = orig.id
+		if e.head.h.expect == "" {
+			orig.retriedWithoutExpect = true
+		}
+		orig.waitingRetry = false
+		a.await[k] = append(list[:i:i], list[i+1:]...)
+		if len(a.await[k]) == 0 {
+			delete(a.await, k)
+		}
+		a.release(orig)
+		return
+	}
+}
+
+func (a *Analyzer) addAwait(c *conn, e *exchange) {
+	e.waitingRetry = true
+	k := a.keyOf(c, e.head)
+	a.await[k] = append(a.await[k], e)
+	a.awaitList = append(a.awaitList, e)
+}
+
+func (a *Analyzer) dropAwait(e *exchange) {
+	k := a.keyOf(e.conn, e.head)
+	list := a.await[k]
+	for i, x := range list {
+		if x == e {
+			a.await[k] = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(a.await[k]) == 0 {
+		delete(a.await, k)
+	}
+}
+
+// release emits a retired exchange once nothing more can change it.
+func (a *Analyzer) release(e *exchange) {
+	if !e.retired || e.waitingRetry || e.emitted {
+		return
+	}
+	e.emitted = true
+	if r := e.record(); r != nil {
+		a.cfg.Emit(r)
+	}
+}
+
+// hostPort formats an endpoint as net.JoinHostPort does ("[::1]:80").
+func hostPort(ap interface {
+	String() string
+}) string {
+	return ap.String()
+}
+
+func joinHostPort(ip string, port uint16) string {
+	return net.JoinHostPort(ip, strconv.Itoa(int(port)))
+}

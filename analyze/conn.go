@@ -1,0 +1,771 @@
+package analyze
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/expectscope/expectscope/reassembly"
+)
+
+// dirState is where a direction's parser stands.
+type dirState uint8
+
+const (
+	stHead    dirState = iota // at a message boundary, reading a header block
+	stHunt                    // looking for a message start (mid-stream, after a gap or garbage)
+	stBody                    // inside a message body
+	stPending                 // request only: headers done, body may or may not follow
+	stTunnel                  // CONNECT/Upgrade: bytes are no longer HTTP
+	stDead                    // not HTTP; ignore the rest
+)
+
+// dir is one direction's incremental parser state.
+type dir struct {
+	state   dirState
+	buf     []byte // partial header block, or the unmatched tail while hunting
+	scanned int    // bytes of buf known to hold no header terminator
+	body    bodyReader
+	cur     *exchange // the exchange whose body is being read
+	budget  int64     // hunting bytes left before the side is judged not HTTP
+	hunted  bool      // a first message was found after hunting (resync)
+	ended   time.Time // FIN or RST time
+	reset   bool
+}
+
+// exchange is one request and everything that answered it.
+type exchange struct {
+	conn       *conn
+	id         string
+	head       *requestHead
+	headersEnd time.Time
+
+	bodyMode     bodyMode
+	bodyStart    time.Time
+	bodyEnd      time.Time
+	bodyWire     int64
+	bodyData     int64
+	bodyComplete bool
+	reqDone      bool // the client is finished with this request's bytes
+
+	interim []Interim
+	final   *Final
+	// earlyFinal: the final came before any body byte of a request that
+	// declared one; afterEarly says what the client sent next.
+	earlyFinal bool
+	afterEarly string
+	misframed  bool
+	firstGap   time.Time
+
+	retryOf, retriedBy   string
+	retriedWithoutExpect bool
+	waitingRetry         bool
+	retired, emitted     bool
+	connEnd              string
+	endAt                time.Time
+}
+
+// conn follows one TCP connection: it implements reassembly.Stream.
+type conn struct {
+	a          *Analyzer
+	info       reassembly.ConnInfo
+	rolesKnown bool
+	client     reassembly.Side
+	rtt        time.Duration
+	hasRTT     bool
+	dirs       [2]dir // indexed by reassembly.Side
+	queue      []*exchange
+	nreq       int
+	http       bool
+	closed     bool
+}
+
+func (c *conn) clientAddr() netip.AddrPort {
+	if c.client == reassembly.SideA {
+		return c.info.A
+	}
+	return c.info.B
+}
+
+func (c *conn) serverAddr() netip.AddrPort {
+	if c.client == reassembly.SideA {
+		return c.info.B
+	}
+	return c.info.A
+}
+
+func (c *conn) Handshake(rtt time.Duration) { c.rtt, c.hasRTT = rtt, true }
+
+func (c *conn) Data(side reassembly.Side, b []byte, at time.Time) {
+	c.a.tick(at)
+	if c.closed {
+		return
+	}
+	if !c.rolesKnown {
+		c.huntRoles(side, b, at)
+		return
+	}
+	if side == c.client {
+		c.feedRequest(b, at)
+	} else {
+		c.feedResponse(b, at)
+	}
+}
+
+// huntRoles decides who is the client when the handshake was not
+// captured: the side whose bytes start a request (or the other side of
+// the one whose bytes start a response).
+func (c *conn) huntRoles(side reassembly.Side, b []byte, at time.Time) {
+	d := &c.dirs[side]
+	data, off, isReq, ok := c.hunt(d, b, true, true)
+	if !ok {
+		return
+	}
+	c.rolesKnown = true
+	if isReq {
+		c.client = side
+	} else {
+		c.client = side.Other()
+	}
+	// The other side's bytes so far were hunted in either mode; it goes on
+	// hunting for its own kind of message.
+	other := &c.dirs[side.Other()]
+	other.state = stHunt
+	d.state = stHead
+	rest := data[off:]
+	if isReq {
+		c.feedRequest(rest, at)
+	} else {
+		c.feedResponse(rest, at)
+	}
+}
+
+// hunt appends b to the side's unmatched tail and looks for a message
+// start. It returns the buffer and offset to resume from.
+func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off int, isReq, ok bool) {
+	if d.state == stDead {
+		return nil, 0, false, false
+	}
+	data = b
+	if len(d.buf) > 0 {
+		d.buf = append(d.buf, b...)
+		data = d.buf
+	}
+	off, isReq = findMessageStart(data, wantReq, wantResp)
+	if off >= 0 {
+		if len(d.buf) > 0 {
+			data = append([]byte(nil), data...) // d.buf is reused by the parser
+		}
+		d.buf = d.buf[:0]
+		d.scanned = 0
+		if d.budget < c.a.cfg.HuntBudget || !c.info.Handshake {
+			c.a.stats.Resyncs++
+		}
+		return data, off, isReq, true
+	}
+	d.budget -= int64(len(b))
+	if d.budget <= 0 && !c.http {
+		d.state = stDead
+		d.buf = nil
+		c.a.stats.NonHTTP++
+		return nil, 0, false, false
+	}
+	// Keep a tail long enough to hold a request line cut across chunks.
+	const tail = 8 << 10
+	if len(data) > tail {
+		data = data[len(data)-tail:]
+	}
+	d.buf = append(d.buf[:0], data...)
+	return nil, 0, false, false
+}
+
+// readHead accumulates a header block. It returns the complete block and
+// the bytes after it, or ok=false when more bytes are needed.
+func (c *conn) readHead(d *dir, b []byte) (block, rest []byte, ok bool, err error) {
+	if len(d.buf) == 0 {
+		// Skip empty lines before a message (RFC 9112 2.2).
+		for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+			b = b[1:]
+		}
+		if len(b) == 0 {
+			return nil, nil, false, nil
+		}
+		if i := headerEnd(b, 0); i >= 0 {
+			if i > c.a.cfg.MaxHeaderBytes {
+				return nil, nil, false, parseErr(ErrHeaderTooLarge, b[:32])
+			}
+			return b[:i], b[i:], true, nil
+		}
+	}
+	from := len(d.buf)
+	if len(d.buf)+len(b) > c.a.cfg.MaxHeaderBytes {
+		near := d.buf
+		if len(near) == 0 {
+			near = b
+		}
+		d.buf = d.buf[:0]
+		return nil, nil, false, parseErr(ErrHeaderTooLarge, near)
+	}
+	d.buf = append(d.buf, b...)
+	i := headerEnd(d.buf, from)
+	if i < 0 {
+		return nil, nil, false, nil
+	}
+	block = d.buf[:i]
+	rest = b[len(b)-(len(d.buf)-i):]
+	d.buf = d.buf[:0]
+	return block, rest, true, nil
+}
+
+func (c *conn) parseError(d *dir, err error) {
+	c.a.stats.ParseErrors++
+	c.a.lastErr = fmt.Errorf("connection %s -> %s: %w", c.clientAddr(), c.serverAddr(), err)
+	d.state = stHunt
+	d.buf = d.buf[:0]
+}
+
+// feedRequest runs the client-side parser over b.
+func (c *conn) feedRequest(b []byte, at time.Time) {
+	d := &c.dirs[c.client]
+	for len(b) > 0 {
+		switch d.state {
+		case stDead, stTunnel:
+			return
+		case stHunt:
+			data, off, isReq, ok := c.hunt(d, b, true, false)
+			if !ok {
+				return
+			}
+			_ = isReq
+			d.state = stHead
+			b = data[off:]
+		case stHead:
+			block, rest, ok, err := c.readHead(d, b)
+			if err != nil {
+				c.parseError(d, err)
+				return
+			}
+			if !ok {
+				return
+			}
+			rh, err := parseRequestHead(block)
+			if err != nil {
+				c.parseError(d, err)
+				b = rest
+				continue
+			}
+			c.startRequest(rh, at)
+			b = rest
+		case stPending:
+			e := d.cur
+			if e.final != nil && e.bodyWire == 0 {
+				// A final came before any body byte: the next bytes are either
+				// the body (Go sends it anyway) or a new request (curl's retry).
+				// A prefix too short to tell is taken as a request: after an
+				// early final, clients that withhold are the common case.
+				data := b
+				if len(d.buf) > 0 {
+					data = append(d.buf, b...)
+				}
+				switch looksLikeRequest(data) {
+				case guessMaybe:
+					// Too short to tell: hold the bytes until more come.
+					d.buf = append(d.buf[:0], data...)
+					return
+				case guessYes:
+					d.buf = d.buf[:0]
+					e.afterEarly = "new-request"
+					e.reqDone = true
+					d.cur = nil
+					d.state = stHead
+					c.retire()
+					if len(data) > len(b) {
+						data = append([]byte(nil), data...)
+					}
+					b = data
+					continue
+				}
+				if len(data) > len(b) {
+					data = append([]byte(nil), data...)
+				}
+				d.buf = d.buf[:0]
+				b = data
+				e.afterEarly = "body"
+			}
+			d.state = stBody
+		case stBody:
+			e := d.cur
+			n, done, err := d.body.consume(b)
+			if n > 0 {
+				if e.bodyStart.IsZero() {
+					e.bodyStart = at
+				}
+				e.bodyEnd = at
+			}
+			e.bodyWire, e.bodyData = d.body.wire, d.body.data
+			b = b[n:]
+			if err != nil {
+				c.parseError(d, err)
+				e.reqDone = true
+				d.cur = nil
+				c.retire()
+				return
+			}
+			if done {
+				e.bodyComplete = true
+				e.reqDone = true
+				d.cur = nil
+				d.state = stHead
+				c.retire()
+			}
+		}
+	}
+}
+
+// startRequest opens an exchange for a parsed request head.
+func (c *conn) startRequest(rh *requestHead, at time.Time) {
+	c.http = true
+	c.a.stats.Requests++
+	c.nreq++
+	e := &exchange{
+		conn:       c,
+		id:         fmt.Sprintf("%d-%d", c.info.FirstPacket, c.nreq),
+		head:       rh,
+		headersEnd: at,
+	}
+	if rh.h.expect != "" {
+		c.a.stats.Negotiations++
+	}
+	c.queue = append(c.queue, e)
+	c.a.noteRequest(c, e)
+	d := &c.dirs[c.client]
+	switch {
+	case rh.h.chunked:
+		e.bodyMode = bodyChunked
+	case rh.h.te:
+		// A request with a non-chunked coding cannot be framed (RFC 9112 6.3).
+		e.bodyMode = bodyNone
+	case rh.h.contentLength > 0:
+		e.bodyMode = bodyLength
+	}
+	if e.bodyMode == bodyNone {
+		e.bodyComplete = true
+		e.reqDone = true
+		d.state = stHead
+		if rh.method == "CONNECT" {
+			d.cur = e // tunnel decided by the response
+		}
+		return
+	}
+	d.body.reset(e.bodyMode, rh.h.contentLength)
+	d.cur = e
+	d.state = stPending
+}
+
+// pendingFinal returns the oldest exchange still owed a final response.
+func (c *conn) pendingFinal() *exchange {
+	for _, e := range c.queue {
+		if e.final == nil {
+			return e
+		}
+	}
+	return nil
+}
+
+// feedResponse runs the server-side parser over b.
+func (c *conn) feedResponse(b []byte, at time.Time) {
+	d := &c.dirs[c.client.Other()]
+	for len(b) > 0 {
+		switch d.state {
+		case stDead, stTunnel:
+			return
+		case stHunt:
+			data, off, _, ok := c.hunt(d, b, false, true)
+			if !ok {
+				return
+			}
+			d.state = stHead
+			b = data[off:]
+		case stHead:
+			block, rest, ok, err := c.readHead(d, b)
+			if err != nil {
+				c.parseError(d, err)
+				return
+			}
+			if !ok {
+				return
+			}
+			rh, err := parseResponseHead(block)
+			if err != nil {
+				c.parseError(d, err)
+				b = rest
+				continue
+			}
+			c.response(d, rh, at)
+			b = rest
+		case stBody:
+			n, done, err := d.body.consume(b)
+			b = b[n:]
+			if err != nil {
+				c.parseError(d, err)
+				return
+			}
+			if done {
+				d.state = stHead
+			}
+		case stPending:
+			d.state = stHead
+		}
+	}
+}
+
+// response pairs a response head with its request: a 1xx is interim and
+// never consumes the request (the classic pairing bug), a final does.
+func (c *conn) response(d *dir, rh *responseHead, at time.Time) {
+	c.http = true
+	c.a.stats.Responses++
+	e := c.pendingFinal()
+	if e == nil {
+		c.a.stats.OrphanResponses++
+		if rh.status >= 200 {
+			// The server answered bytes the client sent as a body: it took them
+			// for a request (RFC 9112 9.3 desync).
+			for i := len(c.queue) - 1; i >= 0; i-- {
+				if p := c.queue[i]; p.earlyFinal && p.afterEarly == "body" {
+					p.misframed = true
+					break
+				}
+			}
+		}
+		c.frameResponse(d, rh, "")
+		c.retire()
+		return
+	}
+	if rh.status < 200 && rh.status != 101 {
+		e.interim = append(e.interim, Interim{Status: rh.status, Reason: rh.reason, At: at, Headers: rh.h.fields})
+		// A 1xx has no content (RFC 9110 15.2); some servers send one anyway.
+		d.state = stHead
+		if rh.h.contentLength > 0 {
+			d.body.reset(bodyLength, rh.h.contentLength)
+			d.state = stBody
+		}
+		return
+	}
+	e.final = &Final{
+		Status:     rh.status,
+		Reason:     rh.reason,
+		Version:    rh.version,
+		Server:     rh.h.server,
+		Via:        rh.h.via,
+		Connection: rh.h.connection,
+		At:         at,
+	}
+	if e.bodyWire == 0 && e.bodyMode != bodyNone {
+		e.earlyFinal = true
+	}
+	// An early final without close after an earlier early final that was
+	// followed by a new request: the server's answer tells whether it took
+	// that request as the withheld body.
+	if i := c.indexOf(e); i > 0 {
+		prev := c.queue[i-1]
+		if prev.earlyFinal && prev.afterEarly == "new-request" && !closeAnnounced(prev) && rh.status == 400 {
+			prev.misframed = true
+		}
+	}
+	if e.head.h.expect != "" && rh.status == 417 {
+		c.a.addAwait(c, e)
+	}
+	c.frameResponse(d, rh, e.head.method)
+	if rh.status == 101 || (e.head.method == "CONNECT" && rh.status/100 == 2) {
+		c.a.stats.Tunnels++
+		d.state = stTunnel
+		c.dirs[c.client].state = stTunnel
+	}
+	c.retire()
+}
+
+func (c *conn) indexOf(e *exchange) int {
+	for i, x := range c.queue {
+		if x == e {
+			return i
+		}
+	}
+	return -1
+}
+
+// closeAnnounced reports whether either side said the connection closes
+// after this exchange (RFC 9112 9.6), so no framing follows it.
+func closeAnnounced(e *exchange) bool {
+	if hasToken(e.head.h.connection, "close") {
+		return true
+	}
+	if e.final != nil && hasToken(e.final.Connection, "close") {
+		return true
+	}
+	if e.final != nil && e.final.Version == "HTTP/1.0" && !hasToken(e.final.Connection, "keep-alive") {
+		return true
+	}
+	return false
+}
+
+// frameResponse sets the body framing of a final response (RFC 9112 6.3).
+func (c *conn) frameResponse(d *dir, rh *responseHead, method string) {
+	d.state = stHead
+	switch {
+	case method == "HEAD" || rh.status == 204 || rh.status == 304 || rh.status < 200:
+		return
+	case rh.h.chunked:
+		d.body.reset(bodyChunked, 0)
+	case rh.h.te:
+		d.body.reset(bodyClose, 0)
+	case rh.h.contentLength >= 0:
+		if rh.h.contentLength == 0 {
+			return
+		}
+		d.body.reset(bodyLength, rh.h.contentLength)
+	default:
+		d.body.reset(bodyClose, 0)
+	}
+	d.state = stBody
+}
+
+// retire hands finished exchanges, oldest first, to the analyzer.
+func (c *conn) retire() {
+	for len(c.queue) > 0 {
+		e := c.queue[0]
+		if e.final == nil || !e.reqDone {
+			return
+		}
+		// An early final without close leaves the next bytes' framing open:
+		// wait for the server's next final to see how it framed them.
+		if e.earlyFinal && !closeAnnounced(e) && len(c.queue) < 2 {
+			return
+		}
+		if e.earlyFinal && len(c.queue) >= 2 && c.queue[1].final == nil && e.afterEarly == "new-request" && !closeAnnounced(e) {
+			return
+		}
+		c.queue = c.queue[1:]
+		c.finish(e, "", time.Time{})
+	}
+}
+
+// finish marks an exchange retired and releases it.
+func (c *conn) finish(e *exchange, end string, at time.Time) {
+	e.retired = true
+	e.connEnd = end
+	e.endAt = at
+	if e.endAt.IsZero() {
+		e.endAt = c.a.now
+	}
+	c.a.release(e)
+}
+
+func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
+	c.a.tick(at)
+	c.a.stats.Gaps++
+	for _, e := range c.queue {
+		if e.firstGap.IsZero() {
+			e.firstGap = at
+		}
+	}
+	if !c.rolesKnown {
+		d := &c.dirs[side]
+		d.buf = d.buf[:0]
+		return
+	}
+	d := &c.dirs[side]
+	switch d.state {
+	case stBody:
+		if n >= 0 && d.body.mode == bodyLength && n < d.body.remaining {
+			d.body.remaining -= n
+			d.body.wire += n
+			d.body.data += n
+			if d.cur != nil {
+				d.cur.bodyWire, d.cur.bodyData = d.body.wire, d.body.data
+			}
+			return
+		}
+		if d.body.mode == bodyClose {
+			return
+		}
+	case stDead, stTunnel:
+		return
+	}
+	// Framing is lost: resynchronise at the next message start.
+	if d.cur != nil && side == c.client {
+		d.cur.reqDone = true
+		d.cur = nil
+	}
+	d.state = stHunt
+	d.buf = d.buf[:0]
+	d.budget = 1 << 62 // a known HTTP stream may be hunted through any length
+}
+
+func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
+	c.a.tick(at)
+	d := &c.dirs[side]
+	if d.ended.IsZero() {
+		d.ended = at
+		d.reset = reason == reassembly.EndRST
+	}
+	if !c.rolesKnown {
+		return
+	}
+	if side == c.client {
+		if d.cur != nil && d.state == stPending && len(d.buf) > 0 {
+			// Held bytes that never became a request line were body.
+			held := append([]byte(nil), d.buf...)
+			d.buf = d.buf[:0]
+			d.cur.afterEarly = "body"
+			d.state = stBody
+			c.feedRequest(held, d.ended)
+		}
+		if d.cur != nil && d.state == stPending {
+			if d.cur.final != nil {
+				d.cur.afterEarly = "close"
+			}
+			d.cur.reqDone = true
+			d.cur = nil
+		}
+	}
+	c.retire()
+}
+
+func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
+	c.a.tick(at)
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.http {
+		c.a.stats.HTTPConnections++
+	}
+	for _, e := range c.queue {
+		e.reqDone = true
+		if e.earlyFinal && e.afterEarly == "" {
+			e.afterEarly = "close"
+		}
+		c.finish(e, reason.String(), at)
+	}
+	c.queue = nil
+	c.dirs[0].buf, c.dirs[1].buf = nil, nil
+}
+
+// facts gathers what the exchange showed, for Judge.
+func (e *exchange) facts() *Facts {
+	c := e.conn
+	f := &Facts{
+		Version:       e.head.version,
+		Expect:        e.head.h.expect,
+		ContentLength: e.head.h.contentLength,
+		Chunked:       e.head.h.chunked,
+		HeadersEnd:    e.headersEnd,
+		Interim:       e.interim,
+		BodyStart:     e.bodyStart,
+		BodyEnd:       e.bodyEnd,
+		BodyComplete:  e.bodyComplete,
+		Final:         e.final,
+		End:           e.endAt,
+		FirstGap:      e.firstGap,
+		Misframed:     e.misframed,
+	}
+	if sd := c.dirs[c.client.Other()]; !sd.ended.IsZero() {
+		f.ServerEnd = sd.ended
+	}
+	return f
+}
+
+// record builds the output record, or nil for a plain exchange that is
+// not wanted.
+func (e *exchange) record() *Record {
+	c := e.conn
+	a := c.a
+	isNeg := e.head.h.expect != ""
+	unsolicited := false
+	if !isNeg {
+		for _, i := range e.interim {
+			if i.Status == 100 {
+				unsolicited = true
+			}
+		}
+		if !a.cfg.All {
+			return nil
+		}
+	}
+	f := e.facts()
+	j := Judge(f, a.cfg.NoWaitUnder)
+	r := &Record{
+		Type:            TypeNegotiation,
+		ID:              e.id,
+		Conn:            Conn{Client: c.clientAddr().String(), Server: c.serverAddr().String()},
+		Interim:         e.interim,
+		Final:           e.final,
+		HeadersEndAt:    e.headersEnd,
+		BodyBytes:       e.bodyWire,
+		BodyDataBytes:   e.bodyData,
+		BodyComplete:    e.bodyComplete,
+		Verdict:         j.Verdict,
+		Flags:           j.Flags,
+		Wait100Ms:       j.Wait100Ms,
+		ClientWaitMs:    j.ClientWaitMs,
+		LostMs:          j.LostMs,
+		TimeoutGuess:    j.TimeoutGuess,
+		AfterEarlyFinal: e.afterEarly,
+		ConnEnd:         e.connEnd,
+		Packet:          c.info.FirstPacket,
+	}
+	h := &e.head.h
+	r.Request = Request{
+		Method: e.head.method, Target: e.head.target, Version: e.head.version,
+		Host: h.host, Expect: h.expect, Chunked: h.chunked, UserAgent: h.userAgent,
+		Via: h.via, XForwardedFor: h.xff, XRequestID: h.xRequestID, Connection: h.connection,
+	}
+	if h.contentLength >= 0 {
+		cl := h.contentLength
+		r.Request.ContentLength = &cl
+	}
+	if r.Interim == nil {
+		r.Interim = []Interim{}
+	}
+	if !e.bodyStart.IsZero() {
+		bs, be := e.bodyStart, e.bodyEnd
+		r.BodyStartAt, r.BodyEndAt = &bs, &be
+	}
+	if c.hasRTT {
+		r.RTTMs = ms(c.rtt)
+	}
+	if e.retryOf != "" {
+		s := e.retryOf
+		r.RetryOf = &s
+	}
+	if e.retriedBy != "" {
+		s := e.retriedBy
+		r.RetriedBy = &s
+	}
+	if isNeg && e.final != nil && e.final.Status == 417 {
+		if e.retriedWithoutExpect {
+			r.Flags = append(r.Flags, FlagRetriedWithoutExpect)
+		} else if e.retriedBy == "" {
+			r.Flags = append(r.Flags, FlagNoRetryAfter417)
+		}
+	}
+	if !isNeg {
+		r.Type = TypeExchange
+		r.Verdict = ""
+		r.Flags = nil
+		r.Wait100Ms, r.ClientWaitMs, r.LostMs, r.TimeoutGuess = nil, nil, nil, nil
+		if unsolicited {
+			r.Flags = []Flag{FlagUnsolicited100}
+		}
+	}
+	if r.Flags == nil {
+		r.Flags = []Flag{}
+	}
+	if f.FirstGap.IsZero() {
+		r.Gaps = 0
+	} else {
+		r.Gaps = 1
+	}
+	r.Diagnosis = Diagnose(r)
+	return r
+}

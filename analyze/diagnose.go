@@ -1,0 +1,94 @@
+package analyze
+
+import "fmt"
+
+// Diagnose names the likely cause of a negotiation that is not plainly
+// continued, in a reviewer's words. It returns "" for a clean one.
+func Diagnose(r *Record) string {
+	if r.Type != TypeNegotiation {
+		if r.HasFlag(FlagUnsolicited100) {
+			return "the server sent 100 Continue to a request that did not ask for it"
+		}
+		return ""
+	}
+	who := "the server"
+	if r.Final != nil && r.Final.Server != "" {
+		who = fmt.Sprintf("the server (%s)", r.Final.Server)
+	}
+	if r.Final != nil && r.Final.Via != "" {
+		who = fmt.Sprintf("an intermediary (Via: %s)", r.Final.Via)
+	}
+	status := 0
+	if r.Final != nil {
+		status = r.Final.Status
+	}
+	switch r.Verdict {
+	case Rejected:
+		s := fmt.Sprintf("%s does not support the expectation: 417 before any body", who)
+		if r.HasFlag(FlagRetriedWithoutExpect) {
+			s += "; the client retried without Expect"
+		}
+		if r.HasFlag(FlagUnreadBody) {
+			s += "; the server then misread the client's next bytes (desync)"
+		}
+		return s
+	case FinalBeforeBody:
+		switch {
+		case status == 413:
+			return fmt.Sprintf("a policy refused the upload before the body (413 from %s)", who)
+		case status == 401 || status == 403 || status == 407:
+			return fmt.Sprintf("authentication or authorization refused the upload before the body (%d from %s)", status, who)
+		case status >= 400:
+			return fmt.Sprintf("%s refused the request before the body (%d); Expect saved the upload", who, status)
+		default:
+			return fmt.Sprintf("%s answered %d without asking for the body", who, status)
+		}
+	case TimedOut:
+		s := "the client gave up waiting"
+		if r.ClientWaitMs != nil {
+			s = fmt.Sprintf("the client gave up after %.3f s", *r.ClientWaitMs/1000)
+		}
+		if r.TimeoutGuess != nil {
+			s += fmt.Sprintf(" (%s)", timerName(*r.TimeoutGuess))
+		}
+		if r.HasFlag(FlagLate100) {
+			return s + " because the 100 came late"
+		}
+		return s + " because no 100 came"
+	case NoWait:
+		if r.Request.Version == "HTTP/1.0" {
+			return "HTTP/1.0 request: the client sent the body at once, as it must not wait"
+		}
+		return "the client sent the body at once without waiting for 100"
+	case Unanswered:
+		return "no response and no body before the connection or the capture ended"
+	case Incomplete:
+		return "capture gaps hide part of the negotiation"
+	case Continued:
+		switch {
+		case r.HasFlag(FlagErrorAfter100):
+			return fmt.Sprintf("the server said 100 Continue, took the upload, then refused it with %d (a wasted upload)", status)
+		case r.HasFlag(FlagNoFinal):
+			return "the body went out after 100 but no final response came"
+		case r.HasFlag(FlagClosedMidBody):
+			return "the server closed the connection while the body was in flight"
+		}
+	}
+	return ""
+}
+
+func timerName(ms int) string {
+	switch ms {
+	case 350:
+		return ".NET Framework's 350 ms timer"
+	case 1000:
+		return "curl's and Go's default 1 s timer"
+	case 2000:
+		return "a 2 s timer"
+	case 2500:
+		return "Java's 2.5 s timer"
+	case 5000:
+		return "a 5 s timer"
+	}
+	return fmt.Sprintf("a %d ms timer", ms)
+}
