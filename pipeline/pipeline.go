@@ -1,0 +1,138 @@
+// Package pipeline wires a capture source through reassembly into the
+// analysis: capture -> reassembly -> analyze, one direction, no callbacks
+// back. The command line and the tests share it, for files and live.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/capture"
+	"github.com/expectscope/expectscope/reassembly"
+)
+
+// Options configure one run.
+type Options struct {
+	Analyze    analyze.Config
+	Reassembly reassembly.Config
+	// Warn receives non-fatal problems (a truncated file, a parse error).
+	Warn func(error)
+	// Progress, when set, is called every few thousand packets.
+	Progress func(capture.Stats, analyze.Stats)
+}
+
+// Result is what a run counted.
+type Result struct {
+	Capture    capture.Stats
+	Reassembly reassembly.Stats
+	Analyze    analyze.Stats
+	Warnings   []string
+	// First and Last are the capture times of the first and last packet.
+	First, Last time.Time
+}
+
+// Counters flattens the counts for a summary.
+func (r *Result) Counters() map[string]uint64 {
+	return map[string]uint64{
+		"packets":              r.Capture.Packets,
+		"tcp_segments":         r.Capture.TCP,
+		"non_tcp_packets":      r.Capture.NonTCP,
+		"truncated_packets":    r.Capture.Truncated,
+		"decode_errors":        r.Capture.DecodeErrs,
+		"file_errors":          r.Capture.FileErrors,
+		"ip_fragments":         r.Capture.Fragments,
+		"connections":          r.Reassembly.Connections,
+		"evicted_conns":        r.Reassembly.Evicted,
+		"gaps":                 r.Reassembly.Gaps,
+		"conflicting_overlaps": r.Reassembly.Conflicts,
+		"http_connections":     r.Analyze.HTTPConnections,
+		"non_http_streams":     r.Analyze.NonHTTP,
+		"requests":             r.Analyze.Requests,
+		"responses":            r.Analyze.Responses,
+		"orphan_responses":     r.Analyze.OrphanResponses,
+		"parse_errors":         r.Analyze.ParseErrors,
+	}
+}
+
+// ErrNoInput means not one packet could be read.
+var ErrNoInput = errors.New("no packet could be read")
+
+// Run reads src to the end (or until ctx is done), feeding every segment
+// through reassembly into the analysis, and flushes everything at the end
+// so that no record understood so far is lost.
+func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err error) {
+	an := analyze.New(opt.Analyze)
+	asm := reassembly.NewAssembler(an, opt.Reassembly)
+	res = &Result{}
+	var last time.Time
+	warn := func(e error) {
+		res.Warnings = append(res.Warnings, e.Error())
+		if opt.Warn != nil {
+			opt.Warn(e)
+		}
+	}
+	var lastParseErr error
+	finish := func() {
+		asm.FlushAll(last)
+		an.Flush()
+		res.Capture = src.Stats()
+		res.Reassembly = asm.Stats()
+		res.Analyze = an.Stats()
+		res.Last = last
+	}
+	defer func() {
+		// Last net: a bug must not lose the records already understood.
+		if p := recover(); p != nil {
+			err = fmt.Errorf("internal error at packet %d: %v", src.Stats().Packets, p)
+			func() {
+				defer func() { recover() }()
+				finish()
+			}()
+		}
+	}()
+	var n uint64
+	for {
+		if n&1023 == 0 && ctx.Err() != nil {
+			break
+		}
+		seg, e := src.Next()
+		if e != nil {
+			if e == io.EOF {
+				break
+			}
+			var w *capture.Warning
+			if errors.As(e, &w) {
+				warn(e)
+				continue
+			}
+			warn(e)
+			break
+		}
+		n++
+		if seg.Time.After(last) {
+			last = seg.Time
+		}
+		if res.First.IsZero() || seg.Time.Before(res.First) {
+			res.First = seg.Time
+		}
+		asm.Add(seg)
+		if pe := an.LastParseError(); pe != nil && pe != lastParseErr {
+			lastParseErr = pe
+			if an.Stats().ParseErrors <= 10 {
+				warn(pe)
+			}
+		}
+		if opt.Progress != nil && n&4095 == 0 {
+			opt.Progress(src.Stats(), an.Stats())
+		}
+	}
+	finish()
+	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
+		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
+	}
+	return res, nil
+}
