@@ -34,11 +34,12 @@ type ConnInfo struct {
 type EndReason uint8
 
 const (
-	EndFIN      EndReason = iota + 1 // orderly close by that side
-	EndRST                           // reset by that side
-	EndIdle                          // no packet for the idle timeout (capture time)
-	EndEvicted                       // dropped to respect the connection or memory limit
-	EndCapture                       // end of input
+	EndFIN     EndReason = iota + 1 // orderly close by that side
+	EndRST                          // reset by that side
+	EndIdle                         // no packet for the idle timeout (capture time)
+	EndEvicted                      // dropped to respect the connection or memory limit
+	EndCapture                      // end of input
+	EndReused                       // a new SYN reused the ports before this connection closed
 )
 
 func (r EndReason) String() string {
@@ -53,6 +54,8 @@ func (r EndReason) String() string {
 		return "evicted"
 	case EndCapture:
 		return "end-of-capture"
+	case EndReused:
+		return "port-reused"
 	}
 	return "unknown"
 }

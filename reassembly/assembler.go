@@ -1,0 +1,1027 @@
+package reassembly
+
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/expectscope/expectscope/capture"
+)
+
+// Defaults for the zero fields of Config. They keep the assembler's own
+// memory well under 100 MiB: connection state is about 250 bytes plus map
+// overhead, so DefaultMaxConns costs about 45 MiB at worst, and
+// out-of-order buffers are capped by DefaultMaxBufferedTotal.
+const (
+	DefaultMaxConns           = 1 << 17
+	DefaultMaxBufferedPerConn = 4 << 20
+	DefaultMaxBufferedTotal   = 32 << 20
+	DefaultIdleTimeout        = 5 * time.Minute
+)
+
+// Config bounds the assembler. Zero fields take the defaults above.
+type Config struct {
+	// MaxConns bounds the connections tracked, closed ones remembered to
+	// ignore their trailing segments included. Beyond it the least
+	// recently active one is dropped (Close(EndEvicted) if open).
+	MaxConns int
+	// MaxBufferedPerConn bounds the out-of-order bytes held for one
+	// direction of a connection (buffer capacity plus bookkeeping).
+	MaxBufferedPerConn int
+	// MaxBufferedTotal bounds the out-of-order bytes held for all
+	// connections.
+	MaxBufferedTotal int
+	// IdleTimeout closes a connection (Close(EndIdle)) after this much
+	// capture time without a segment.
+	IdleTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxConns <= 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxBufferedPerConn <= 0 {
+		c.MaxBufferedPerConn = DefaultMaxBufferedPerConn
+	}
+	if c.MaxBufferedTotal <= 0 {
+		c.MaxBufferedTotal = DefaultMaxBufferedTotal
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	return c
+}
+
+// scanEvery is how much capture time passes between two scans for idle
+// connections. A connection's own idle deadline is also checked exactly
+// when its next segment arrives, so the scan interval only decides when
+// quiet connections are reported, and it depends on capture time alone.
+const scanEvery = time.Second
+
+// chunkOverhead is what one buffered chunk costs besides its bytes; it
+// is charged against the buffer limits so that floods of tiny segments
+// stay bounded too.
+const chunkOverhead = 64
+
+// Sequence-space comparisons (RFC 9293 section 3.4): valid across the
+// 32-bit wraparound as long as the values are within 2^31 of each other.
+func seqLT(a, b uint32) bool { return int32(a-b) < 0 }
+func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
+func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
+func seqGE(a, b uint32) bool { return int32(a-b) >= 0 }
+
+// connKey is the unordered pair of endpoints: lo sorts before hi.
+type connKey struct{ lo, hi netip.AddrPort }
+
+func makeKey(src, dst netip.AddrPort) (k connKey, srcIsLo bool) {
+	if src.Compare(dst) <= 0 {
+		return connKey{src, dst}, true
+	}
+	return connKey{dst, src}, false
+}
+
+// dir flags.
+const (
+	dirStarted    uint8 = 1 << iota // next is valid
+	dirSYN                          // the SYN (isn) was seen
+	dirFINPending                   // a FIN at finSeq is waiting for a hole
+	dirEnded                        // End was reported
+)
+
+// dir is the state of one direction.
+type dir struct {
+	next   uint32 // next sequence number to deliver
+	isn    uint32
+	finSeq uint32
+	flags  uint8
+	ooo    *oooBuf // nil until out-of-order data or a pending FIN needs it
+}
+
+func (d *dir) buffered() int {
+	if d.ooo == nil {
+		return 0
+	}
+	return d.ooo.mem
+}
+
+func (d *dir) hasChunks() bool { return d.ooo != nil && d.ooo.head < len(d.ooo.chunks) }
+
+// oooBuf holds the out-of-order chunks of one direction, sorted by
+// sequence number and never overlapping one another.
+type oooBuf struct {
+	chunks []chunk // live chunks are chunks[head:]
+	head   int
+	mem    int       // bytes charged against the limits
+	finAt  time.Time // capture time of the pending FIN
+}
+
+// chunk is a copy of out-of-order bytes. gapAfter bytes after it are
+// known to be missing from the capture (snaplen truncation).
+type chunk struct {
+	seq      uint32
+	gapAfter uint32
+	at       time.Time
+	data     []byte // pooled; len is the captured bytes
+}
+
+func (c *chunk) end() uint32 { return c.seq + uint32(len(c.data)) }
+
+// Handshake progress.
+const (
+	hsNone   uint8 = iota
+	hsSYN          // A's SYN seen
+	hsSYNACK       // B's SYN-ACK seen: synAckRTT is known
+	hsDone         // Handshake reported (or never will be)
+)
+
+// conn is one connection, or, once closed by FIN or RST, a tombstone that
+// swallows its trailing segments until it idles out.
+type conn struct {
+	key          connKey
+	stream       Stream // nil once closed
+	prev, next   *conn  // activity list, least recent first
+	bprev, bnext *conn  // list of connections holding buffers
+	lastSeen     time.Time
+	synTime      time.Time
+	synAckRTT    time.Duration
+	firstPacket  uint64
+	order        uint64 // opening order, to break firstPacket ties
+	d            [2]dir
+	aIsLo        bool
+	hs           uint8
+	closed       bool
+	inBufList    bool
+}
+
+// Assembler rebuilds TCP streams from segments. It is not safe for
+// concurrent use; streams are called from the goroutine that calls Add.
+type Assembler struct {
+	f     StreamFactory
+	cfg   Config
+	conns map[connKey]*conn
+
+	lruHead, lruTail *conn
+	bufHead, bufTail *conn
+
+	open     int // connections not closed
+	now      time.Time
+	haveNow  bool
+	lastScan time.Time
+	order    uint64
+	buffered int // bytes charged by all out-of-order buffers
+
+	pool    bufPool
+	oooFree []*oooBuf
+	stats   Stats
+}
+
+// NewAssembler returns an assembler that makes a Stream with f for every
+// connection it opens.
+func NewAssembler(f StreamFactory, cfg Config) *Assembler {
+	return &Assembler{
+		f:     f,
+		cfg:   cfg.withDefaults(),
+		conns: make(map[connKey]*conn),
+	}
+}
+
+// Stats returns the counters so far.
+func (a *Assembler) Stats() Stats { return a.stats }
+
+// Open returns the number of open connections.
+func (a *Assembler) Open() int { return a.open }
+
+// piece is the in-order segment being delivered: its bytes are delivered
+// straight from the caller's buffer, without a copy.
+type piece struct {
+	seq      uint32
+	end      uint32 // end of the captured bytes
+	data     []byte
+	at       time.Time
+	overlap  bool
+	conflict bool
+}
+
+// Add processes one segment. seg.Payload is only read during the call.
+// Segments are expected in capture order; time is taken from seg.Time
+// only, never from the wall clock.
+func (a *Assembler) Add(seg *capture.Segment) {
+	if !a.haveNow || seg.Time.After(a.now) {
+		a.now = seg.Time
+		a.haveNow = true
+	}
+	if a.now.Sub(a.lastScan) >= scanEvery {
+		a.lastScan = a.now
+		a.expireIdle()
+	}
+
+	key, srcIsLo := makeKey(seg.Src, seg.Dst)
+	syn := seg.Flags&capture.FlagSYN != 0
+	ack := seg.Flags&capture.FlagACK != 0
+	c := a.conns[key]
+	if c != nil && c.lastSeen.Add(a.cfg.IdleTimeout).Before(a.now) {
+		a.expire(c, c.lastSeen.Add(a.cfg.IdleTimeout))
+		c = nil
+	}
+	if c != nil {
+		s := sideOf(c, srcIsLo)
+		d := &c.d[s]
+		retransSYN := syn && d.flags&dirSYN != 0 && d.isn == seg.Seq
+		if c.closed {
+			// TIME_WAIT: ignore the trailing segments, but a SYN with a
+			// new ISN starts a new connection on the same ports.
+			if !syn || retransSYN {
+				a.touch(c)
+				return
+			}
+			a.remove(c)
+			c = nil
+		} else if syn && !ack && !retransSYN && d.flags&dirStarted != 0 {
+			// Port reuse: a SYN from a side that already has a different
+			// ISN, or that was seen sending data without a SYN.
+			a.flushConn(c, seg.Time)
+			if !c.closed {
+				a.closeConn(c, EndReused, seg.Time)
+			}
+			a.remove(c)
+			c = nil
+		}
+	}
+	if c == nil {
+		// Only a SYN or a segment with data opens a connection: bare ACKs
+		// and RSTs (the tail of a connection we never saw) do not.
+		if seg.Flags&capture.FlagRST != 0 || !syn && len(seg.Payload) == 0 && !(seg.Truncated && seg.WireLen > 0) {
+			return
+		}
+		c = a.openConn(key, srcIsLo, seg)
+	}
+	a.touch(c)
+	a.segment(c, sideOf(c, srcIsLo), seg)
+}
+
+func sideOf(c *conn, srcIsLo bool) Side {
+	if c.aIsLo == srcIsLo {
+		return SideA
+	}
+	return SideB
+}
+
+func (a *Assembler) openConn(key connKey, srcIsLo bool, seg *capture.Segment) *conn {
+	for len(a.conns) >= a.cfg.MaxConns && a.lruHead != nil {
+		v := a.lruHead
+		if !v.closed {
+			a.flushConn(v, a.now)
+			if !v.closed {
+				a.closeConn(v, EndEvicted, a.now)
+			}
+			a.stats.Evicted++
+		}
+		a.remove(v)
+	}
+	syn := seg.Flags&capture.FlagSYN != 0
+	ack := seg.Flags&capture.FlagACK != 0
+	c := &conn{key: key, firstPacket: seg.Packet, order: a.order}
+	a.order++
+	info := ConnInfo{FirstSeen: seg.Time, FirstPacket: seg.Packet}
+	if syn && ack {
+		// Only the SYN-ACK was seen: its sender is B.
+		c.aIsLo = !srcIsLo
+		info.A, info.B = seg.Dst, seg.Src
+	} else {
+		c.aIsLo = srcIsLo
+		info.A, info.B = seg.Src, seg.Dst
+		info.Handshake = syn
+	}
+	c.stream = a.f.New(info)
+	if c.stream == nil {
+		c.stream = nopStream{}
+	}
+	a.conns[key] = c
+	a.open++
+	a.stats.Connections++
+	return c
+}
+
+// segment applies seg, sent by side s, to the open connection c.
+func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
+	t := seg.Time
+	d := &c.d[s]
+	flags := seg.Flags
+	syn := flags&capture.FlagSYN != 0
+	ack := flags&capture.FlagACK != 0
+	rst := flags&capture.FlagRST != 0
+	dataSeq := seg.Seq
+
+	switch {
+	case syn && !ack:
+		if d.flags&(dirSYN|dirStarted) != 0 {
+			if d.flags&dirSYN != 0 && d.isn == seg.Seq && c.hs == hsSYN && s == SideA {
+				// A retransmitted SYN: measure from the latest one, the
+				// one the SYN-ACK most likely answers.
+				c.synTime = t
+			}
+			return
+		}
+		d.isn, d.next = seg.Seq, seg.Seq+1
+		d.flags |= dirSYN | dirStarted
+		if s == SideA && c.hs == hsNone {
+			c.hs, c.synTime = hsSYN, t
+		}
+		dataSeq++
+	case syn && ack:
+		if d.flags&(dirSYN|dirStarted) != 0 {
+			return // retransmitted SYN-ACK, or a stray one
+		}
+		d.isn, d.next = seg.Seq, seg.Seq+1
+		d.flags |= dirSYN | dirStarted
+		if s == SideB && c.hs == hsSYN {
+			c.hs, c.synAckRTT = hsSYNACK, t.Sub(c.synTime)
+		}
+		dataSeq++
+	default:
+		if d.flags&dirStarted == 0 && !rst {
+			d.next = seg.Seq
+			d.flags |= dirStarted
+		}
+		if c.hs == hsSYNACK {
+			if s == SideA {
+				if ack && seqGE(seg.Ack, c.d[SideB].isn+1) {
+					c.hs = hsDone
+					c.stream.Handshake(t.Sub(c.synTime))
+				}
+			} else {
+				// B moved on without the final ACK being captured.
+				c.hs = hsDone
+				c.stream.Handshake(c.synAckRTT)
+			}
+		}
+	}
+
+	// The peer acknowledged bytes the capture never showed: they were
+	// sent and received, so the hole is final.
+	if ack {
+		os := s.Other()
+		o := &c.d[os]
+		if o.flags&dirStarted != 0 && o.flags&dirEnded == 0 && seqGT(seg.Ack, o.next) {
+			target := seg.Ack
+			if o.flags&dirFINPending != 0 && seqGT(target, o.finSeq) {
+				target = o.finSeq
+			}
+			a.release(c, os, target, t, nil)
+			if c.closed {
+				return
+			}
+		}
+	}
+
+	if rst {
+		a.flushConn(c, t)
+		if c.closed {
+			return
+		}
+		if d.flags&dirEnded == 0 {
+			d.flags |= dirEnded
+			c.stream.End(s, EndRST, t)
+		}
+		a.closeConn(c, EndRST, t)
+		return
+	}
+	if d.flags&dirStarted == 0 {
+		return
+	}
+
+	n := len(seg.Payload)
+	w := n
+	if seg.Truncated && seg.WireLen > n {
+		w = seg.WireLen
+	}
+	if d.flags&dirEnded != 0 {
+		if w > 0 {
+			a.stats.Retransmitted++
+		}
+		return
+	}
+	if w > 0 {
+		a.data(c, s, dataSeq, seg.Payload, uint32(w-n), t)
+		if c.closed {
+			return
+		}
+	}
+	if flags&capture.FlagFIN != 0 && d.flags&dirEnded == 0 {
+		fs := dataSeq + uint32(w)
+		if seqLE(fs, d.next) && d.flags&dirFINPending == 0 {
+			a.endFIN(c, s, fs, t)
+			return
+		}
+		if d.flags&dirFINPending == 0 {
+			o := a.oooFor(c, s)
+			d.finSeq = fs
+			d.flags |= dirFINPending
+			o.finAt = t
+		}
+		if d.hasChunks() || seqLE(d.finSeq, d.next) {
+			// The sender is done and data after the hole is held: the
+			// hole will not be filled.
+			a.release(c, s, d.finSeq, t, nil)
+		}
+	}
+}
+
+// data handles the bytes [seq, seq+len(b)+gapAfter) sent by side s; the
+// last gapAfter bytes were cut by the snapshot length.
+func (a *Assembler) data(c *conn, s Side, seq uint32, b []byte, gapAfter uint32, t time.Time) {
+	d := &c.d[s]
+	capEnd := seq + uint32(len(b))
+	end := capEnd + gapAfter
+	for !c.closed && d.flags&dirEnded == 0 {
+		if seqLE(end, d.next) {
+			// Entirely delivered already (retransmission or duplicate).
+			// First copy wins: delivered bytes are not compared.
+			a.stats.Retransmitted++
+			return
+		}
+		if seqLE(seq, d.next) {
+			p := piece{seq: seq, end: capEnd, data: b, at: t}
+			if seq != d.next {
+				p.overlap = true
+			}
+			a.release(c, s, end, t, &p)
+			if p.overlap {
+				a.stats.Overlaps++
+			}
+			if p.conflict {
+				a.stats.Conflicts++
+			}
+			return
+		}
+		// Ahead of a hole: buffer a copy, within the limits. When a limit
+		// is hit the oldest hole becomes a gap and delivery resumes.
+		need := chunkOverhead + classCap(len(b))
+		if d.buffered()+need > a.cfg.MaxBufferedPerConn {
+			a.releaseFirstHole(c, s, seq, t)
+			continue
+		}
+		if a.buffered+need > a.cfg.MaxBufferedTotal {
+			switch v := a.bufHead; {
+			case v == nil:
+				a.release(c, s, seq, t, nil)
+			case v != c:
+				a.flushConn(v, t)
+			case d.hasChunks():
+				a.releaseFirstHole(c, s, seq, t)
+			default:
+				a.flushSide(c, s.Other(), t)
+			}
+			continue
+		}
+		a.insert(c, s, seq, b, gapAfter, t)
+		return
+	}
+}
+
+// releaseFirstHole turns the first hole of side s into a gap, stopping
+// at seq (the segment being buffered) if that comes first.
+func (a *Assembler) releaseFirstHole(c *conn, s Side, seq uint32, t time.Time) {
+	d := &c.d[s]
+	target := seq
+	if d.hasChunks() && seqLT(d.ooo.chunks[d.ooo.head].seq, target) {
+		target = d.ooo.chunks[d.ooo.head].seq
+	}
+	a.release(c, s, target, t, nil)
+}
+
+// release delivers side s up to target: buffered chunks and the in-order
+// piece cur (which must start at or before next) as data, holes as gaps.
+// Then it delivers the chunks that have become contiguous, and the FIN if
+// it is reached. Buffered chunks come first where they overlap cur: first
+// copy wins.
+func (a *Assembler) release(c *conn, s Side, target uint32, at time.Time, cur *piece) {
+	d := &c.d[s]
+	// A snaplen gap after a chunk is reported at the chunk's time.
+	var truncEnd uint32
+	var truncAt time.Time
+	hasTrunc := false
+	for {
+		if d.flags&dirFINPending != 0 && seqGE(d.next, d.finSeq) {
+			a.endFIN(c, s, d.finSeq, d.ooo.finAt)
+			return
+		}
+		var ch *chunk
+		if d.hasChunks() {
+			ch = &d.ooo.chunks[d.ooo.head]
+		}
+		if ch != nil && seqLE(ch.seq, d.next) {
+			chAt := ch.at
+			t := a.popChunk(c, s, cur)
+			if seqGT(t, d.next) {
+				truncEnd, truncAt, hasTrunc = t, chAt, true
+			}
+			if seqGT(t, target) {
+				target = t
+			}
+			continue
+		}
+		if !seqLT(d.next, target) {
+			return
+		}
+		if cur != nil && seqLE(cur.seq, d.next) && seqLT(d.next, cur.end) {
+			lim := cur.end
+			if ch != nil && seqLT(ch.seq, lim) {
+				lim = ch.seq
+			}
+			off := d.next - cur.seq
+			c.stream.Data(s, cur.data[off:off+(lim-d.next)], cur.at)
+			d.next = lim
+			continue
+		}
+		lim := target
+		if ch != nil && seqLT(ch.seq, lim) {
+			lim = ch.seq
+		}
+		gapAt := at
+		if hasTrunc && seqLT(d.next, truncEnd) {
+			gapAt = truncAt
+			if seqLT(truncEnd, lim) {
+				lim = truncEnd
+			}
+		}
+		a.gap(c, s, lim-d.next, gapAt)
+		d.next = lim
+	}
+}
+
+// popChunk delivers the first chunk of side s (which starts at or before
+// next) and frees it. It returns the end of the bytes it accounts for,
+// including a snaplen gap after it.
+func (a *Assembler) popChunk(c *conn, s Side, cur *piece) uint32 {
+	d := &c.d[s]
+	o := d.ooo
+	ch := o.chunks[o.head]
+	o.chunks[o.head] = chunk{}
+	o.head++
+	end := ch.end()
+	if seqGT(end, d.next) {
+		if cur != nil {
+			// Compare with the in-order segment where they overlap.
+			lo, hi := ch.seq, end
+			if seqLT(lo, cur.seq) {
+				lo = cur.seq
+			}
+			if seqGT(hi, cur.end) {
+				hi = cur.end
+			}
+			if seqLT(lo, hi) {
+				cur.overlap = true
+				if !bytes.Equal(cur.data[lo-cur.seq:hi-cur.seq], ch.data[lo-ch.seq:hi-ch.seq]) {
+					cur.conflict = true
+				}
+			}
+		}
+		c.stream.Data(s, ch.data[d.next-ch.seq:], ch.at)
+		d.next = end
+	}
+	a.freeChunk(c, o, &ch)
+	if o.head == len(o.chunks) {
+		o.chunks = o.chunks[:0]
+		o.head = 0
+		if d.flags&dirFINPending == 0 {
+			a.freeOOO(c, s)
+		}
+	}
+	return end + ch.gapAfter
+}
+
+func (a *Assembler) gap(c *conn, s Side, n uint32, at time.Time) {
+	if n == 0 {
+		return
+	}
+	a.stats.Gaps++
+	a.stats.GapBytes += uint64(n)
+	c.stream.Gap(s, int64(n), at)
+}
+
+// endFIN reports the FIN of side s at sequence fs.
+func (a *Assembler) endFIN(c *conn, s Side, fs uint32, at time.Time) {
+	d := &c.d[s]
+	d.flags = d.flags&^dirFINPending | dirEnded
+	if seqGT(fs+1, d.next) {
+		d.next = fs + 1
+	}
+	a.dropBuffers(c, s)
+	c.stream.End(s, EndFIN, at)
+	if c.d[s.Other()].flags&dirEnded != 0 {
+		a.closeConn(c, EndFIN, at)
+	}
+}
+
+// flushConn delivers everything buffered on both sides, holes as gaps.
+func (a *Assembler) flushConn(c *conn, at time.Time) {
+	a.flushSide(c, SideA, at)
+	a.flushSide(c, SideB, at)
+}
+
+// flushSide delivers everything side s holds, holes as gaps, and its
+// pending FIN.
+func (a *Assembler) flushSide(c *conn, s Side, at time.Time) {
+	d := &c.d[s]
+	if c.closed || d.flags&dirEnded != 0 || d.ooo == nil {
+		return
+	}
+	target := d.next
+	o := d.ooo
+	if n := len(o.chunks); n > o.head {
+		last := &o.chunks[n-1]
+		target = last.end() + last.gapAfter
+	}
+	if d.flags&dirFINPending != 0 && seqGT(d.finSeq, target) {
+		target = d.finSeq
+	}
+	a.release(c, s, target, at, nil)
+}
+
+// closeConn reports Close and frees the connection's buffers. Closed by
+// FIN or RST, the connection stays as a tombstone until it idles out.
+func (a *Assembler) closeConn(c *conn, reason EndReason, at time.Time) {
+	if c.hs == hsSYNACK {
+		c.hs = hsDone
+		c.stream.Handshake(c.synAckRTT)
+	}
+	a.dropBuffers(c, SideA)
+	a.dropBuffers(c, SideB)
+	st := c.stream
+	c.stream = nil
+	c.closed = true
+	a.open--
+	st.Close(reason, at)
+}
+
+// remove forgets c entirely; it must be closed already or be closed by
+// the caller's loop (tombstones need nothing).
+func (a *Assembler) remove(c *conn) {
+	if !c.closed {
+		panic("reassembly: remove of an open connection")
+	}
+	delete(a.conns, c.key)
+	a.lruUnlink(c)
+}
+
+// expire closes c for idleness at its deadline, or forgets a tombstone.
+func (a *Assembler) expire(c *conn, at time.Time) {
+	if !c.closed {
+		a.flushConn(c, at)
+		if !c.closed {
+			a.closeConn(c, EndIdle, at)
+			a.stats.IdleFlushed++
+		}
+	}
+	a.remove(c)
+}
+
+func (a *Assembler) expireIdle() {
+	for c := a.lruHead; c != nil; c = a.lruHead {
+		deadline := c.lastSeen.Add(a.cfg.IdleTimeout)
+		if !deadline.Before(a.now) {
+			return
+		}
+		a.expire(c, deadline)
+	}
+}
+
+// FlushAll ends the input at time at: every open connection delivers what
+// it holds (holes become gaps) and is closed with EndCapture, in the order
+// of the packet that opened it. The assembler is empty afterwards.
+func (a *Assembler) FlushAll(at time.Time) {
+	open := make([]*conn, 0, a.open)
+	for c := a.lruHead; c != nil; c = c.next {
+		if !c.closed {
+			open = append(open, c)
+		}
+	}
+	slices.SortFunc(open, func(x, y *conn) int {
+		if x.firstPacket != y.firstPacket {
+			if x.firstPacket < y.firstPacket {
+				return -1
+			}
+			return 1
+		}
+		if x.order < y.order {
+			return -1
+		}
+		return 1
+	})
+	for _, c := range open {
+		a.flushConn(c, at)
+		if !c.closed {
+			a.closeConn(c, EndCapture, at)
+		}
+	}
+	for c := a.lruHead; c != nil; c = a.lruHead {
+		a.remove(c)
+	}
+	clear(a.conns)
+}
+
+// Activity list.
+
+func (a *Assembler) touch(c *conn) {
+	c.lastSeen = a.now
+	if a.lruTail == c {
+		return
+	}
+	if c.prev != nil || a.lruHead == c {
+		a.lruUnlink(c)
+	}
+	c.prev = a.lruTail
+	c.next = nil
+	if a.lruTail != nil {
+		a.lruTail.next = c
+	} else {
+		a.lruHead = c
+	}
+	a.lruTail = c
+}
+
+func (a *Assembler) lruUnlink(c *conn) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else if a.lruHead == c {
+		a.lruHead = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	} else if a.lruTail == c {
+		a.lruTail = c.prev
+	}
+	c.prev, c.next = nil, nil
+}
+
+// Buffers.
+
+// oooFor returns the buffer of side s, allocating it if needed.
+func (a *Assembler) oooFor(c *conn, s Side) *oooBuf {
+	d := &c.d[s]
+	if d.ooo == nil {
+		if n := len(a.oooFree); n > 0 {
+			d.ooo = a.oooFree[n-1]
+			a.oooFree[n-1] = nil
+			a.oooFree = a.oooFree[:n-1]
+		} else {
+			d.ooo = &oooBuf{}
+		}
+	}
+	return d.ooo
+}
+
+// freeOOO returns the empty buffer of side s to the free list.
+func (a *Assembler) freeOOO(c *conn, s Side) {
+	d := &c.d[s]
+	o := d.ooo
+	if o == nil {
+		return
+	}
+	d.ooo = nil
+	d.flags &^= dirFINPending
+	if cap(o.chunks) > 1024 {
+		o.chunks = nil
+	}
+	*o = oooBuf{chunks: o.chunks[:0]}
+	if len(a.oooFree) < 1024 {
+		a.oooFree = append(a.oooFree, o)
+	}
+}
+
+// dropBuffers discards what side s still holds.
+func (a *Assembler) dropBuffers(c *conn, s Side) {
+	o := c.d[s].ooo
+	if o == nil {
+		return
+	}
+	for i := o.head; i < len(o.chunks); i++ {
+		a.stats.DroppedBuffers += uint64(len(o.chunks[i].data))
+		a.freeChunk(c, o, &o.chunks[i])
+		o.chunks[i] = chunk{}
+	}
+	o.chunks = o.chunks[:0]
+	o.head = 0
+	a.freeOOO(c, s)
+}
+
+func (a *Assembler) freeChunk(c *conn, o *oooBuf, ch *chunk) {
+	charge := chunkOverhead + cap(ch.data)
+	o.mem -= charge
+	a.buffered -= charge
+	if ch.data != nil {
+		a.pool.put(ch.data)
+	}
+	if c.inBufList && c.d[0].buffered() == 0 && c.d[1].buffered() == 0 {
+		a.bufUnlink(c)
+	}
+}
+
+// insert buffers a copy of b at seq, ahead of next. Where it overlaps
+// chunks already held, those win (first copy wins) and differing bytes
+// count as a conflict.
+func (a *Assembler) insert(c *conn, s Side, seq uint32, b []byte, gapAfter uint32, at time.Time) {
+	o := a.oooFor(c, s)
+	end := seq + uint32(len(b))
+	// First live chunk that ends after seq.
+	lo, hi := o.head, len(o.chunks)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if seqGT(o.chunks[m].end(), seq) {
+			hi = m
+		} else {
+			lo = m + 1
+		}
+	}
+	i := lo
+	pos := seq
+	var overlap, conflict, stored bool
+	for i < len(o.chunks) && seqLT(o.chunks[i].seq, end) {
+		if seqLT(pos, o.chunks[i].seq) {
+			i = a.insertAt(c, o, i, pos, b[pos-seq:o.chunks[i].seq-seq], 0, at)
+			stored = true
+		}
+		ch := &o.chunks[i]
+		l, h := pos, ch.end()
+		if seqLT(l, ch.seq) {
+			l = ch.seq
+		}
+		if seqGT(h, end) {
+			h = end
+		}
+		if seqLT(l, h) {
+			overlap = true
+			if !bytes.Equal(b[l-seq:h-seq], ch.data[l-ch.seq:h-ch.seq]) {
+				conflict = true
+			}
+			pos = h
+		}
+		i++
+	}
+	if seqLT(pos, end) || len(b) == 0 && gapAfter > 0 {
+		covered := false
+		if len(b) == 0 && i < len(o.chunks) && seqLE(o.chunks[i].seq, seq) {
+			covered = true // an empty piece inside a held chunk
+		}
+		if !covered {
+			a.insertAt(c, o, i, pos, b[pos-seq:], gapAfter, at)
+			stored = true
+			gapAfter = 0
+		}
+	}
+	if gapAfter > 0 {
+		// The end of the truncated segment lies in a held chunk: extend
+		// that chunk's known gap instead.
+		j := i - 1
+		if len(b) == 0 {
+			j = i
+		}
+		if j >= o.head && j < len(o.chunks) {
+			ch := &o.chunks[j]
+			if t := end + gapAfter; seqGT(t, ch.end()+ch.gapAfter) {
+				ch.gapAfter = t - ch.end()
+				stored = true
+			}
+		}
+	}
+	switch {
+	case stored:
+		a.stats.OutOfOrder++
+		if overlap {
+			a.stats.Overlaps++
+		}
+	case overlap:
+		a.stats.Retransmitted++
+	}
+	if conflict {
+		a.stats.Conflicts++
+	}
+	if o.head == len(o.chunks) {
+		o.chunks = o.chunks[:0]
+		o.head = 0
+		if c.d[s].flags&dirFINPending == 0 {
+			a.freeOOO(c, s)
+		}
+	}
+}
+
+// insertAt stores a copy of b as a chunk at index i and returns the index
+// after it.
+func (a *Assembler) insertAt(c *conn, o *oooBuf, i int, seq uint32, b []byte, gapAfter uint32, at time.Time) int {
+	ch := chunk{seq: seq, gapAfter: gapAfter, at: at}
+	if len(b) > 0 {
+		ch.data = a.pool.get(len(b))
+		copy(ch.data, b)
+	}
+	charge := chunkOverhead + cap(ch.data)
+	o.mem += charge
+	a.buffered += charge
+	if uint64(a.buffered) > a.stats.BufferedPeak {
+		a.stats.BufferedPeak = uint64(a.buffered)
+	}
+	if !c.inBufList {
+		a.bufLink(c)
+	}
+	if o.head > 0 && len(o.chunks) == cap(o.chunks) {
+		n := copy(o.chunks, o.chunks[o.head:])
+		clear(o.chunks[n:])
+		o.chunks = o.chunks[:n]
+		i -= o.head
+		o.head = 0
+	}
+	o.chunks = slices.Insert(o.chunks, i, ch)
+	return i + 1
+}
+
+func (a *Assembler) bufLink(c *conn) {
+	c.inBufList = true
+	c.bprev = a.bufTail
+	c.bnext = nil
+	if a.bufTail != nil {
+		a.bufTail.bnext = c
+	} else {
+		a.bufHead = c
+	}
+	a.bufTail = c
+}
+
+func (a *Assembler) bufUnlink(c *conn) {
+	c.inBufList = false
+	if c.bprev != nil {
+		c.bprev.bnext = c.bnext
+	} else {
+		a.bufHead = c.bnext
+	}
+	if c.bnext != nil {
+		c.bnext.bprev = c.bprev
+	} else {
+		a.bufTail = c.bprev
+	}
+	c.bprev, c.bnext = nil, nil
+}
+
+// bufPool recycles chunk buffers in power-of-two classes from 64 B to
+// 64 KiB, keeping at most maxPooled bytes on hand.
+type bufPool struct {
+	free [nClasses][][]byte
+	held int
+}
+
+const (
+	minClassShift = 6
+	nClasses      = 11 // 64 B .. 64 KiB
+	maxPooled     = 4 << 20
+)
+
+func classOf(n int) int {
+	c := 0
+	for (1 << (c + minClassShift)) < n {
+		c++
+	}
+	return c
+}
+
+// classCap is the capacity get(n) returns.
+func classCap(n int) int {
+	if n == 0 {
+		return 0
+	}
+	if c := classOf(n); c < nClasses {
+		return 1 << (c + minClassShift)
+	}
+	return n
+}
+
+func (p *bufPool) get(n int) []byte {
+	c := classOf(n)
+	if c >= nClasses {
+		return make([]byte, n)
+	}
+	if l := len(p.free[c]); l > 0 {
+		b := p.free[c][l-1]
+		p.free[c][l-1] = nil
+		p.free[c] = p.free[c][:l-1]
+		p.held -= cap(b)
+		return b[:n]
+	}
+	return make([]byte, n, 1<<(c+minClassShift))
+}
+
+func (p *bufPool) put(b []byte) {
+	c := classOf(cap(b))
+	if c >= nClasses || cap(b) != 1<<(c+minClassShift) || p.held+cap(b) > maxPooled {
+		return
+	}
+	p.held += cap(b)
+	p.free[c] = append(p.free[c], b[:0])
+}
+
+type nopStream struct{}
+
+func (nopStream) Handshake(time.Duration)        {}
+func (nopStream) Data(Side, []byte, time.Time)   {}
+func (nopStream) Gap(Side, int64, time.Time)     {}
+func (nopStream) End(Side, EndReason, time.Time) {}
+func (nopStream) Close(EndReason, time.Time)     {}
