@@ -1,0 +1,166 @@
+package reassembly
+
+import (
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/expectscope/expectscope/capture"
+)
+
+// countFactory makes streams that only count calls.
+type countFactory struct {
+	opened, closed int
+	bytes          int
+}
+
+type countStream struct{ f *countFactory }
+
+func (f *countFactory) New(ConnInfo) Stream              { f.opened++; return countStream{f} }
+func (countStream) Handshake(time.Duration)              {}
+func (s countStream) Data(_ Side, b []byte, _ time.Time) { s.f.bytes += len(b) }
+func (countStream) Gap(Side, int64, time.Time)           {}
+func (countStream) End(Side, EndReason, time.Time)       {}
+func (s countStream) Close(EndReason, time.Time)         { s.f.closed++ }
+
+func TestConnStateSmall(t *testing.T) {
+	if n := unsafe.Sizeof(conn{}); n > 300 {
+		t.Errorf("conn is %d bytes, want <= 300", n)
+	}
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// synFlood feeds n SYNs from distinct endpoints, none answered.
+func synFlood(a *Assembler, n int) {
+	seg := &capture.Segment{Dst: srv, Flags: capture.FlagSYN}
+	for i := range n {
+		ip := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		seg.Src = netip.AddrPortFrom(ip, uint16(1024+i%50000))
+		seg.Seq = uint32(i) * 7919
+		seg.Time = base.Add(time.Duration(i) * time.Microsecond)
+		seg.Packet = uint64(i + 1)
+		a.Add(seg)
+	}
+}
+
+func TestSYNFloodBounded(t *testing.T) {
+	const maxConns = 10000
+	before := heapInUse()
+	f := &countFactory{}
+	a := NewAssembler(f, Config{MaxConns: maxConns})
+	synFlood(a, 200000)
+	if a.open > maxConns || len(a.conns) > maxConns {
+		t.Fatalf("open %d, tracked %d, want <= %d", a.open, len(a.conns), maxConns)
+	}
+	after := heapInUse()
+	grew := int64(after) - int64(before)
+	// ~250 B of state + map slot + stream per connection.
+	if grew > 8<<20 {
+		t.Errorf("heap grew %d bytes for %d connections", grew, maxConns)
+	}
+	st := a.Stats()
+	if st.Connections != 200000 || st.Evicted != 200000-maxConns {
+		t.Errorf("stats %+v", st)
+	}
+	a.FlushAll(base.Add(time.Hour))
+	if f.closed != f.opened {
+		t.Errorf("opened %d, closed %d", f.opened, f.closed)
+	}
+	runtime.KeepAlive(a)
+}
+
+// BenchmarkSYNFlood is the full million SYNs with the default limits.
+func BenchmarkSYNFlood(b *testing.B) {
+	for b.Loop() {
+		before := heapInUse()
+		a := NewAssembler(&countFactory{}, Config{})
+		synFlood(a, 1000000)
+		b.ReportMetric(float64(int64(heapInUse())-int64(before))/(1<<20), "heapMiB")
+		b.ReportMetric(float64(a.open), "open")
+		runtime.KeepAlive(a)
+	}
+}
+
+func TestBufferTotalBounded(t *testing.T) {
+	// Many connections each holding out-of-order data: the total stays
+	// under the limit and everything is delivered or gapped.
+	f := &countFactory{}
+	cfg := Config{MaxBufferedTotal: 1 << 20, MaxBufferedPerConn: 64 << 10}
+	a := NewAssembler(f, cfg)
+	payload := make([]byte, 1000)
+	seg := &capture.Segment{Dst: srv, Flags: capture.FlagACK, Payload: payload, WireLen: len(payload)}
+	for i := range 5000 {
+		seg.Src = netip.AddrPortFrom(cli.Addr(), uint16(1+i%500))
+		seg.Seq = uint32(100 + 1000*(i/500)*2) // every other segment missing
+		seg.Time = base.Add(time.Duration(i) * time.Millisecond)
+		a.Add(seg)
+		if a.buffered > cfg.MaxBufferedTotal {
+			t.Fatalf("buffered %d > %d", a.buffered, cfg.MaxBufferedTotal)
+		}
+	}
+	a.FlushAll(base.Add(time.Hour))
+	if f.bytes != 5000*1000 {
+		t.Errorf("delivered %d bytes, want %d", f.bytes, 5000*1000)
+	}
+	if a.buffered != 0 || f.closed != f.opened {
+		t.Errorf("buffered %d, opened %d closed %d", a.buffered, f.opened, f.closed)
+	}
+}
+
+func benchConn(b *testing.B) (*Assembler, *countFactory) {
+	f := &countFactory{}
+	a := NewAssembler(f, Config{})
+	for _, g := range handshake(ci, si) {
+		a.Add(g.segment(1))
+	}
+	return a, f
+}
+
+func BenchmarkInOrder(b *testing.B) {
+	a, _ := benchConn(b)
+	payload := make([]byte, 1400)
+	data := &capture.Segment{Src: cli, Dst: srv, Flags: fPA, Seq: ci + 1, Ack: si + 1, Payload: payload, WireLen: len(payload)}
+	ack := &capture.Segment{Src: srv, Dst: cli, Flags: fA, Seq: si + 1, Ack: ci + 1}
+	t := base.Add(time.Second)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(payload)))
+	for b.Loop() {
+		t = t.Add(time.Microsecond)
+		data.Time = t
+		a.Add(data)
+		data.Seq += uint32(len(payload))
+		ack.Ack = data.Seq
+		ack.Time = t
+		a.Add(ack)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/segment")
+}
+
+func BenchmarkOutOfOrder(b *testing.B) {
+	a, _ := benchConn(b)
+	payload := make([]byte, 1400)
+	seg := &capture.Segment{Src: cli, Dst: srv, Flags: fPA, Ack: si + 1, Payload: payload, WireLen: len(payload)}
+	seq := uint32(ci + 1)
+	t := base.Add(time.Second)
+	b.ReportAllocs()
+	b.SetBytes(int64(2 * len(payload)))
+	for b.Loop() {
+		// Each pair arrives swapped: the second is held, then released.
+		t = t.Add(time.Microsecond)
+		seg.Time = t
+		seg.Seq = seq + uint32(len(payload))
+		a.Add(seg)
+		seg.Seq = seq
+		a.Add(seg)
+		seq += 2 * uint32(len(payload))
+	}
+}
