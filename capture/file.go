@@ -180,6 +180,8 @@ func (in *input) advance() error {
 	var pkt uint64
 	if in.pending == nil {
 		pkt = in.records + 1
+	} else {
+		off = 0 // the file header is at fault
 	}
 	return &Warning{File: in.name, Packet: pkt, Offset: off, Err: err}
 }
