@@ -11,10 +11,11 @@ import (
 
 // Defaults for the zero fields of Config. They keep the assembler's own
 // memory well under 100 MiB: connection state is about 250 bytes plus map
-// overhead, so DefaultMaxConns costs about 45 MiB at worst, and
-// out-of-order buffers are capped by DefaultMaxBufferedTotal.
+// overhead (about 400 B in all), so DefaultMaxConns costs about 26 MiB plus
+// the streams at worst, and out-of-order buffers are capped by
+// DefaultMaxBufferedTotal (plus at most 4 MiB of pooled free buffers).
 const (
-	DefaultMaxConns           = 1 << 17
+	DefaultMaxConns           = 1 << 16
 	DefaultMaxBufferedPerConn = 4 << 20
 	DefaultMaxBufferedTotal   = 32 << 20
 	DefaultIdleTimeout        = 5 * time.Minute
