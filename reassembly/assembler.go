@@ -157,6 +157,42 @@ type conn struct {
 
 // Assembler rebuilds TCP streams from segments. It is not safe for
 // concurrent use; streams are called from the goroutine that calls Add.
+//
+// Connections. The key is the unordered pair of endpoints. A connection
+// opens on a SYN, a SYN-ACK or a segment with data, never on a bare ACK,
+// FIN or RST. Side A sent the SYN; with only a SYN-ACK its sender is B;
+// with neither, A sent the first segment seen. Closed by FIN or RST, a
+// connection stays as a tombstone that swallows its trailing segments until
+// it idles out; a SYN with a new ISN on a tombstone, or on an open
+// connection whose sender already had another ISN or sent data without a
+// SYN, starts a new connection (the old one is closed with EndReused).
+//
+// Overlaps: first copy wins. Bytes before the next expected sequence number
+// have been delivered and are dropped (Retransmitted, or Overlaps for the
+// part of a segment that also carries new bytes); they are not compared,
+// since delivered bytes are not kept. Out-of-order bytes are copied into a
+// per-direction buffer of non-overlapping chunks; a later segment that
+// covers held bytes is trimmed to the bytes not held, and differing
+// bytes in the covered part count as Conflicts (also when an in-order
+// segment overlaps held chunks). Each chunk keeps its own capture time.
+//
+// Gaps. A hole before held data becomes Gap(side, n) and delivery resumes
+// after it when: the peer ACKs beyond it (the bytes were received, the
+// capture missed them for good); the direction's or the total buffer limit
+// is hit (the oldest hole of the direction, or every hole of the connection
+// that started buffering first); a FIN from that side arrives while data
+// after the hole is held; an RST; the idle timeout; eviction; FlushAll.
+// A snaplen-truncated segment delivers its captured bytes, then a Gap for
+// the rest of its wire length (at the segment's capture time).
+//
+// FIN: End(side, EndFIN) once the data before it is delivered (a FIN
+// ahead of a hole waits for the hole like data does); Close(EndFIN) when
+// both sides ended. RST: what can be delivered is, holes become gaps, then
+// End(side, EndRST) and Close(EndRST). Idle (capture time), eviction and
+// end of input close with Close alone.
+//
+// Handshake(rtt) is reported once: latest SYN to the ACK that completes
+// the handshake, or SYN to SYN-ACK when that ACK was not captured.
 type Assembler struct {
 	f     StreamFactory
 	cfg   Config

@@ -94,5 +94,5 @@ type Stats struct {
 	Gaps           uint64
 	GapBytes       uint64
 	BufferedPeak   uint64 // peak out-of-order bytes held
-	DroppedBuffers uint64 // out-of-order bytes dropped by the memory limit
+	DroppedBuffers uint64 // out-of-order bytes discarded undelivered (held beyond a FIN)
 }
