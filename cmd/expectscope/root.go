@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -88,7 +89,7 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	var recs []*analyze.Record
 	opt := pipeline.Options{
 		Analyze: analyze.Config{
-			All:            o.all,
+			All:            true, // upstream legs often carry no Expect: correlation needs them
 			NoWaitUnder:    o.noWaitUnder,
 			MaxHeaderBytes: o.maxHeader,
 			Emit:           func(r *analyze.Record) { recs = append(recs, r) },
@@ -96,8 +97,12 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 		Warn: func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) },
 	}
 	res, runErr := pipeline.Run(cmd.Context(), src, opt)
+	hops := analyze.Correlate(recs)
+	if !o.all {
+		recs = slices.DeleteFunc(recs, func(r *analyze.Record) bool { return r.Type == analyze.TypeExchange })
+	}
 	report.Sort(recs)
-	out := &report.Output{Records: recs, Summary: report.Tally(recs)}
+	out := &report.Output{Records: recs, Hops: hops, Summary: report.Tally(recs)}
 	if res != nil {
 		out.Summary.Input = res.Counters()
 		out.Summary.Warnings = res.Warnings
