@@ -298,6 +298,40 @@ var cases = []tcase{
 		},
 	},
 	{
+		name: "GapByBufferLimitBeforeFirstChunk",
+		cfg:  Config{MaxBufferedPerConn: 300},
+		segs: cat(handshake(ci, si), []sg{
+			c2s(30, fPA, ci+10, si+1, "JKL"),
+			c2s(40, fPA, ci+16, si+1, "PQR"),
+			c2s(50, fPA, ci+4, si+1, "DEF"), // over the limit, before the held data
+		}),
+		flushAt: 100,
+		want: []string{
+			openHS, "hs 20ms",
+			"gap A 3 @50ms",
+			`data A "DEF" @50ms`,
+			"gap A 3 @100ms",
+			`data A "JKL" @30ms`,
+			"gap A 3 @100ms",
+			`data A "PQR" @40ms`,
+			"close end-of-capture @100ms",
+		},
+	},
+	{
+		name: "FINAheadReleasedByPeerACK",
+		segs: cat(handshake(ci, si), []sg{
+			c2s(30, fFA, ci+4, si+1, ""),
+			s2c(40, fA, si+1, ci+5, ""),
+		}),
+		flushAt: 100,
+		want: []string{
+			openHS, "hs 20ms",
+			"gap A 3 @40ms",
+			"end A fin @30ms",
+			"close end-of-capture @100ms",
+		},
+	},
+	{
 		name:  "GapByTotalBufferLimit",
 		cfg:   Config{MaxBufferedTotal: 300},
 		multi: true,
