@@ -126,10 +126,11 @@ func (br *bodyReader) consume(b []byte) (n int, done bool, err error) {
 }
 
 // parseChunkSize reads the hex size before any extension. More than 15
-// hex digits could overflow int64 and is refused.
+// significant hex digits could overflow int64 and is refused; leading
+// zeros are skipped, as net/http does up to 16 digits.
 func parseChunkSize(line []byte) (int64, error) {
 	var size int64
-	digits := 0
+	digits, sig := 0, 0
 	i := 0
 	for ; i < len(line); i++ {
 		c := line[i]
@@ -145,7 +146,10 @@ func parseChunkSize(line []byte) (int64, error) {
 			goto end
 		}
 		digits++
-		if digits > 15 {
+		if size > 0 || v > 0 {
+			sig++ // leading zeros are legal and do not count (RFC 9112 7.1)
+		}
+		if sig > 15 {
 			return 0, parseErr(ErrBadChunk, line)
 		}
 		size = size<<4 | int64(v)

@@ -1,0 +1,86 @@
+package analyze
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestChunkSizeLeadingZeros: leading zeros do not count towards the
+// overflow limit (found by FuzzChunked against net/http).
+func TestChunkSizeLeadingZeros(t *testing.T) {
+	tests := []struct {
+		line string
+		want int64
+		ok   bool
+	}{
+		{"0000000000000005", 5, true},
+		{"00000000000000000000000000000", 0, true},
+		{"fffffffffffffff", 1<<60 - 1, true},
+		{"0fffffffffffffff", 1<<60 - 1, true},
+		{"1000000000000000", 0, false},     // 2^60: 16 significant digits
+		{"ffffffffffffffffff", 0, false},   // overflows int64
+		{"8000000000000000;a=b", 0, false}, // 2^63
+		{"", 0, false},
+		{"-1", 0, false},
+	}
+	for _, tt := range tests {
+		got, err := parseChunkSize([]byte(tt.line))
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("parseChunkSize(%q) = %d, %v; want %d ok=%v", tt.line, got, err, tt.want, tt.ok)
+		}
+		if err != nil && !errors.Is(err, ErrBadChunk) {
+			t.Errorf("parseChunkSize(%q): %v is not ErrBadChunk", tt.line, err)
+		}
+	}
+}
+
+// TestContentLengthHostile: negative, signed, huge and conflicting
+// lengths are parse errors, never a negative or overflowed length.
+func TestContentLengthHostile(t *testing.T) {
+	for _, v := range []string{"-1", "+5", "99999999999999999999", "9223372036854775808", "1e3", "5, 6", " ", "0x10"} {
+		_, err := parseRequestHead([]byte("PUT / HTTP/1.1\r\nContent-Length: " + v + "\r\n\r\n"))
+		if !errors.Is(err, ErrBadLength) {
+			t.Errorf("Content-Length %q: err %v, want ErrBadLength", v, err)
+		}
+	}
+	rh, err := parseRequestHead([]byte("PUT / HTTP/1.1\r\nContent-Length: 999999999999999999\r\n\r\n"))
+	if err != nil || rh.h.contentLength != 999999999999999999 {
+		t.Fatalf("18-digit length: %v %v", rh, err)
+	}
+}
+
+// TestHeaderBombs: 100k header fields and a 1 MiB request line cost a
+// parse error, not memory, and the connection goes on being parsed.
+func TestHeaderBombs(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("PUT /bomb HTTP/1.1\r\nExpect: 100-continue\r\n")
+	for i := 0; i < 100000; i++ {
+		b.WriteString("X: y\r\n")
+	}
+	b.WriteString("\r\n")
+	bomb := b.String()
+	longLine := "GET /" + strings.Repeat("a", 1<<20) + " HTTP/1.1\r\nHost: h\r\n\r\n"
+	for _, tc := range []struct{ name, data string }{{"fields", bomb}, {"line", longLine}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, max := range []int{0, 8 << 20} { // default, and a limit the bomb fits in
+				var evs []ev
+				// Deliver in 1460-byte segments, as TCP would.
+				for d := tc.data; len(d) > 0; {
+					n := min(len(d), 1460)
+					evs = append(evs, ev{"c", 0, d[:n], ""})
+					d = d[n:]
+				}
+				evs = append(evs, ev{"s", 1, "HTTP/1.1 431 Too Large\r\nContent-Length: 0\r\n\r\n", ""},
+					ev{"c", 2, putExpect, ""}, ev{"s", 3, "HTTP/1.1 100 Continue\r\n\r\n", ""},
+					ev{"c", 4, "0123456789", ""}, ev{"s", 5, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", ""})
+				cfg := Config{MaxHeaderBytes: max}
+				recs := run(t, true, evs, cfg)
+				// The bomb itself yields no record; the next negotiation is found.
+				if len(recs) == 0 || recs[len(recs)-1].Request.Target != "/up" {
+					t.Fatalf("max %d: records %v", max, recs)
+				}
+			}
+		})
+	}
+}
