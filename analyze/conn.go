@@ -232,14 +232,20 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 		case stDead, stTunnel:
 			return
 		case stHunt:
-			data, off, isReq, ok := c.hunt(d, b, true, false)
+			data, off, _, ok := c.hunt(d, b, true, false)
 			if !ok {
 				return
 			}
-			_ = isReq
 			d.state = stHead
 			b = data[off:]
 		case stHead:
+			if len(d.buf) == 0 && !startsRequest(b) {
+				// Not a request line (a SOCKS handshake, TLS, a body we lost
+				// track of): look for the next request instead of reading a
+				// header block that is not one.
+				d.state = stHunt
+				continue
+			}
 			block, rest, ok, err := c.readHead(d, b)
 			if err != nil {
 				c.parseError(d, err)
@@ -251,7 +257,7 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 			rh, err := parseRequestHead(block)
 			if err != nil {
 				c.parseError(d, err)
-				b = rest
+				b = rehunt(block, rest)
 				continue
 			}
 			c.startRequest(rh, at)
@@ -387,6 +393,10 @@ func (c *conn) feedResponse(b []byte, at time.Time) {
 			d.state = stHead
 			b = data[off:]
 		case stHead:
+			if len(d.buf) == 0 && !startsResponse(b) {
+				d.state = stHunt
+				continue
+			}
 			block, rest, ok, err := c.readHead(d, b)
 			if err != nil {
 				c.parseError(d, err)
@@ -398,7 +408,7 @@ func (c *conn) feedResponse(b []byte, at time.Time) {
 			rh, err := parseResponseHead(block)
 			if err != nil {
 				c.parseError(d, err)
-				b = rest
+				b = rehunt(block, rest)
 				continue
 			}
 			c.response(d, rh, at)
@@ -768,4 +778,44 @@ func (e *exchange) record() *Record {
 	}
 	r.Diagnosis = Diagnose(r)
 	return r
+}
+
+// rehunt returns the bytes after a malformed header block's first byte,
+// so hunting can find a message that started inside it (HTTP after a
+// SOCKS handshake arrives glued to the handshake's bytes).
+func rehunt(block, rest []byte) []byte {
+	out := make([]byte, 0, len(block)-1+len(rest))
+	out = append(out, block[1:]...)
+	return append(out, rest...)
+}
+
+// startsRequest reports whether b, at a message boundary, may begin a
+// request (leading empty lines allowed).
+func startsRequest(b []byte) bool {
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		b = b[1:]
+	}
+	if len(b) == 0 {
+		return true
+	}
+	for i, c := range b {
+		if c == ' ' {
+			return i > 0
+		}
+		if !isTokenChar(c) || i > 32 {
+			return false
+		}
+	}
+	return true
+}
+
+// startsResponse reports whether b, at a message boundary, may begin a
+// status line.
+func startsResponse(b []byte) bool {
+	for len(b) > 0 && (b[0] == '\r' || b[0] == '\n') {
+		b = b[1:]
+	}
+	const p = "HTTP/"
+	n := min(len(b), len(p))
+	return string(b[:n]) == p[:n]
 }

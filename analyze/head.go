@@ -416,7 +416,9 @@ func findMessageStart(b []byte, wantReq, wantResp bool) (int, bool) {
 		}
 		i += off
 		ls := bytes.LastIndexByte(b[:i], '\n') + 1
-		if wantResp && ls == i {
+		// A status line starts a line, or follows binary bytes of a
+		// non-HTTP prefix (a SOCKS reply) directly.
+		if wantResp && (ls == i || b[i-1] < 0x20 && b[i-1] != '\t' || b[i-1] >= 0x7f) {
 			le := bytes.IndexByte(b[i:], '\n')
 			if le < 0 {
 				return -1, false // need the whole line; caller keeps the tail
@@ -430,10 +432,32 @@ func findMessageStart(b []byte, wantReq, wantResp bool) (int, bool) {
 			if le < 0 {
 				return -1, false
 			}
-			if _, _, _, err := parseRequestLine(bytes.TrimSuffix(b[ls:i+le], []byte("\r"))); err == nil {
-				return ls, true
+			// The method usually starts the line, but after a non-HTTP
+			// prefix (a SOCKS handshake) it starts where the prefix ends.
+			// A known method wins over a longer token that swallowed a
+			// prefix byte (SOCKS's port 80 is "\x00P", glued to "POST").
+			for pass := 0; pass < 2; pass++ {
+				for p := ls; p < i; p++ {
+					if b[p] < 'A' || b[p] > 'Z' || pass == 1 && p > ls && isTokenChar(b[p-1]) {
+						continue
+					}
+					m, _, _, err := parseRequestLine(bytes.TrimSuffix(b[p:i+le], []byte("\r")))
+					if err == nil && (pass == 1 || knownMethod(m)) {
+						return p, true
+					}
+				}
 			}
 		}
 		off = i + 1
 	}
+}
+
+// knownMethod reports whether m is a registered HTTP method in common use.
+func knownMethod(m []byte) bool {
+	switch string(m) {
+	case "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+		"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "REPORT", "SEARCH", "MKCALENDAR":
+		return true
+	}
+	return false
 }
