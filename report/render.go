@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -13,11 +14,33 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 )
 
+// Output formats.
+const (
+	FormatTable    = "table"
+	FormatMarkdown = "markdown"
+	FormatCSV      = "csv"
+	FormatJSON     = "json"
+	FormatNDJSON   = "ndjson"
+)
+
+// Formats lists every output format.
+var Formats = []string{FormatTable, FormatMarkdown, FormatCSV, FormatJSON, FormatNDJSON}
+
 // Output is everything one run produced, in a deterministic order.
 type Output struct {
 	Records []*analyze.Record
 	Hops    []*analyze.Hop
 	Summary *Counts
+	// Start is the origin of the time offsets printed in tables (zero:
+	// the first record's headers end).
+	Start time.Time
+}
+
+func (o *Output) start() time.Time {
+	if !o.Start.IsZero() || len(o.Records) == 0 {
+		return o.Start
+	}
+	return o.Records[0].HeadersEndAt
 }
 
 // Sort orders records by the time their request headers ended, then by id,
@@ -29,6 +52,58 @@ func Sort(recs []*analyze.Record) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
+}
+
+// SortHops orders hops by their downstream then upstream record id.
+func SortHops(hops []*analyze.Hop) {
+	slices.SortStableFunc(hops, func(a, b *analyze.Hop) int {
+		if c := strings.Compare(a.Downstream.ID, b.Downstream.ID); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Upstream.ID, b.Upstream.ID)
+	})
+}
+
+// Write renders out in format. With summaryOnly only the summary is
+// written (for json and ndjson: the summary object alone).
+func Write(w io.Writer, format string, out *Output, summaryOnly bool) error {
+	switch format {
+	case FormatTable:
+		if summaryOnly {
+			return WriteSummaryTable(w, out.Summary)
+		}
+		return WriteTable(w, out)
+	case FormatMarkdown:
+		if summaryOnly {
+			return WriteSummaryMarkdown(w, out.Summary)
+		}
+		return WriteMarkdown(w, out)
+	case FormatCSV:
+		if summaryOnly {
+			return WriteSummaryCSV(w, out.Summary)
+		}
+		return WriteCSV(w, out)
+	case FormatJSON:
+		if summaryOnly {
+			return writeJSONValue(w, out.Summary, " ")
+		}
+		return WriteJSON(w, out)
+	case FormatNDJSON:
+		if summaryOnly {
+			return writeJSONValue(w, out.Summary, "")
+		}
+		return WriteNDJSON(w, out)
+	}
+	return fmt.Errorf("report: unknown format %q", format)
+}
+
+func writeJSONValue(w io.Writer, v any, indent string) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	if indent != "" {
+		enc.SetIndent("", indent)
+	}
+	return enc.Encode(v)
 }
 
 // WriteNDJSON writes one JSON object a line: records, hops, then the summary.
@@ -64,20 +139,30 @@ func WriteJSON(w io.Writer, out *Output) error {
 	if doc.Hops == nil {
 		doc.Hops = []*analyze.Hop{}
 	}
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", " ")
-	return enc.Encode(doc)
+	return writeJSONValue(w, doc, " ")
 }
 
+// fmtMs prints a duration in ms for people: "12.3 ms", "1.00 s", "-".
 func fmtMs(v *float64) string {
 	if v == nil {
 		return "-"
 	}
-	if *v >= 1000 {
-		return fmt.Sprintf("%.2f s", *v/1000)
+	return fmtMsV(*v)
+}
+
+func fmtMsV(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.2f s", v/1000)
 	}
-	return fmt.Sprintf("%.1f ms", *v)
+	return fmt.Sprintf("%.1f ms", v)
+}
+
+// fmtPct prints "p50 / p90 / p99".
+func fmtPct(p Percentiles) string {
+	if p.N == 0 {
+		return "-"
+	}
+	return fmtMs(p.P50) + " / " + fmtMs(p.P90) + " / " + fmtMs(p.P99)
 }
 
 func status(r *analyze.Record) string {
@@ -93,49 +178,278 @@ func status(r *analyze.Record) string {
 	return strings.Join(parts, ",")
 }
 
+// section is one table of a report, rendered alike in every text format.
+// Cells hold raw text: each format escapes them its own way.
+type section struct {
+	title  string
+	header []string
+	rows   [][]string
+	// wire marks the columns that hold text from the wire.
+	wire map[int]bool
+	// multi is the 1-based column whose cells hold several lines
+	// (flags), 0 for none.
+	multi int
+}
+
+// style is what differs between the text formats.
+type style int
+
+const (
+	styleTable style = iota
+	styleMarkdown
+	styleCSV
+)
+
+// Column limits of the table format (markdown and csv are not cut).
+const (
+	maxTarget    = 48
+	maxHost      = 32
+	maxUserAgent = 32
+)
+
+// recordSection is the table of records: one row each.
+func recordSection(out *Output, st style) section {
+	s := section{
+		header: []string{"id", "time", "client", "server", "host", "request", "user-agent", "status", "verdict", "100 wait", "client wait", "lost", "timer", "body", "flags (rule)"},
+		wire:   map[int]bool{4: true, 5: true, 6: true},
+		multi:  15,
+	}
+	if st == styleCSV {
+		// Machine-readable: numbers without units, empty for none.
+		s.header = []string{"id", "offset_s", "client", "server", "host", "request", "user_agent", "status", "verdict", "wait_100_ms", "client_wait_ms", "lost_ms", "timeout_guess_ms", "body_bytes", "flags", "diagnosis"}
+		s.wire[15] = true
+	}
+	t0 := out.start()
+	for _, r := range out.Records {
+		verdict := string(r.Verdict)
+		if r.Type != analyze.TypeNegotiation {
+			verdict = "(" + r.Type + ")"
+		}
+		var flags []string
+		for _, f := range r.Flags {
+			flags = append(flags, fmt.Sprintf("%s (%s)", f, analyze.RuleOf(f)))
+		}
+		target, host, ua := r.Request.Target, r.Request.Host, r.Request.UserAgent
+		method := r.Request.Method
+		if st == styleTable {
+			target, host, ua = cut(target, maxTarget), cut(host, maxHost), cut(ua, maxUserAgent)
+			method = cut(method, 12)
+		}
+		timer := "-"
+		if r.TimeoutGuess != nil {
+			timer = fmt.Sprintf("%d ms", *r.TimeoutGuess)
+		}
+		body := fmt.Sprint(r.BodyBytes)
+		if r.BodyStartAt == nil {
+			body = "-"
+		}
+		row := []string{
+			r.ID,
+			fmt.Sprintf("+%.6f", r.HeadersEndAt.Sub(t0).Seconds()),
+			r.Conn.Client, r.Conn.Server, host,
+			method + " " + target, ua,
+			status(r), verdict,
+			fmtMs(r.Wait100Ms), fmtMs(r.ClientWaitMs), fmtMs(r.LostMs), timer, body,
+			strings.Join(flags, "\n"),
+		}
+		if st == styleCSV {
+			num := func(v *float64) string {
+				if v == nil {
+					return ""
+				}
+				return strconv.FormatFloat(*v, 'f', -1, 64)
+			}
+			row[1] = fmt.Sprintf("%.6f", r.HeadersEndAt.Sub(t0).Seconds())
+			row[9], row[10], row[11] = num(r.Wait100Ms), num(r.ClientWaitMs), num(r.LostMs)
+			row[12] = ""
+			if r.TimeoutGuess != nil {
+				row[12] = strconv.Itoa(*r.TimeoutGuess)
+			}
+			if r.BodyStartAt == nil {
+				row[13] = ""
+			}
+			row = append(row, r.Diagnosis)
+		}
+		s.rows = append(s.rows, row)
+	}
+	return s
+}
+
+// cut escapes s and shortens the result to n runes: escaping first keeps
+// every byte visible and never splits an escape.
+func cut(s string, n int) string {
+	return Truncate(Escape(s), n)
+}
+
+// hopSection is the table of proxy hops.
+func hopSection(hops []*analyze.Hop) section {
+	s := section{
+		title:  "Hops",
+		header: []string{"intermediary", "downstream", "upstream", "changes", "lost", "wasted bytes"},
+		multi:  4,
+	}
+	for _, h := range hops {
+		wasted := "-"
+		if h.WastedBytes > 0 {
+			wasted = fmt.Sprint(h.WastedBytes)
+		}
+		s.rows = append(s.rows, []string{
+			h.Intermediary,
+			fmt.Sprintf("%s %s -> %s", h.Downstream.ID, h.Downstream.Client, h.Downstream.Server),
+			fmt.Sprintf("%s %s -> %s", h.Upstream.ID, h.Upstream.Client, h.Upstream.Server),
+			strings.Join(h.Changes, "\n"), fmtMs(h.LostMs), wasted,
+		})
+	}
+	return s
+}
+
+// cell renders one cell of s for a style: everything is escaped (wire
+// columns of the table style were escaped by cut already, before they
+// were shortened), then made safe for markdown or csv. The lines of the
+// multi-line column are joined the style's way.
+func (s *section) cell(st style, col int, v string) string {
+	lines := []string{v}
+	if col+1 == s.multi {
+		lines = strings.Split(v, "\n")
+	}
+	for i, l := range lines {
+		if st != styleTable || !s.wire[col] {
+			l = Escape(l)
+		}
+		switch st {
+		case styleMarkdown:
+			l = MarkdownEscape(l)
+		case styleCSV:
+			l = CSVCell(l)
+		}
+		lines[i] = l
+	}
+	switch st {
+	case styleMarkdown:
+		return strings.Join(lines, "<br>")
+	case styleCSV:
+		return strings.Join(lines, "; ")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// MarkdownEscape makes already Escape'd text safe inside a markdown table
+// cell: the pipe would end the cell, and markdown punctuation and HTML
+// would change what is shown. Newlines never reach it (Escape wrote
+// them as \x0a).
+func MarkdownEscape(s string) string {
+	if !strings.ContainsAny(s, "|*_`[]<>#~") {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '<':
+			b.WriteString("&lt;")
+		case '>':
+			b.WriteString("&gt;")
+		case '|', '*', '_', '`', '[', ']', '#', '~':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// CSVCell neutralises a cell a spreadsheet would take for a formula: a
+// cell beginning with = + - @, a tab or a carriage return gets a leading
+// single quote (OWASP's advice for CSV injection).
+func CSVCell(s string) string {
+	if s == "" {
+		return s
+	}
+	switch s[0] {
+	case '=', '+', '-', '@', '\t', '\r':
+		return "'" + s
+	}
+	return s
+}
+
 // newTable makes a table with our look: headers as written, no wrapping of cells.
 func newTable(w io.Writer, header []string) *tablewriter.Table {
-	return tablewriter.NewTable(w,
-		tablewriter.WithHeader(header),
+	t := tablewriter.NewTable(w,
 		tablewriter.WithHeaderAutoFormat(tw.Off),
 		tablewriter.WithRowAutoWrap(tw.WrapNone),
+		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
 		tablewriter.WithHeaderAlignment(tw.AlignLeft),
 		tablewriter.WithRowAlignment(tw.AlignLeft),
 	)
+	t.Header(header)
+	return t
 }
 
-// WriteTable renders records as a table followed by the counts.
+func (s *section) writeTable(w io.Writer) error {
+	if s.title != "" {
+		fmt.Fprintf(w, "\n%s\n", s.title)
+	}
+	t := newTable(w, s.header)
+	for _, row := range s.rows {
+		cells := make([]string, len(row))
+		for i, v := range row {
+			cells[i] = s.cell(styleTable, i, v)
+		}
+		if err := t.Append(cells); err != nil {
+			return err
+		}
+	}
+	return t.Render()
+}
+
+func (s *section) writeMarkdown(w io.Writer) {
+	if s.title != "" {
+		fmt.Fprintf(w, "\n### %s\n\n", s.title)
+	}
+	fmt.Fprintf(w, "| %s |\n", strings.Join(s.header, " | "))
+	seps := make([]string, len(s.header))
+	for i := range seps {
+		seps[i] = "---"
+	}
+	fmt.Fprintf(w, "|%s|\n", strings.Join(seps, "|"))
+	for _, row := range s.rows {
+		cells := make([]string, len(row))
+		for i, v := range row {
+			cells[i] = s.cell(styleMarkdown, i, v)
+		}
+		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
+	}
+}
+
+func (s *section) csvRows(withTitle bool) [][]string {
+	var rows [][]string
+	head := slices.Clone(s.header)
+	if withTitle {
+		head = append([]string{"section"}, head...)
+	}
+	rows = append(rows, head)
+	for _, row := range s.rows {
+		cells := make([]string, 0, len(row)+1)
+		if withTitle {
+			cells = append(cells, s.title)
+		}
+		for i, v := range row {
+			cells = append(cells, s.cell(styleCSV, i, v))
+		}
+		rows = append(rows, cells)
+	}
+	return rows
+}
+
+// WriteTable renders records as a table, the diagnoses, the hops, then
+// the summary.
 func WriteTable(w io.Writer, out *Output) error {
 	if len(out.Records) == 0 {
 		fmt.Fprintln(w, "No Expect negotiations found.")
 	} else {
-		t := newTable(w, []string{"time", "client", "server", "method", "target", "status", "verdict", "100 wait", "client wait", "flags (rule)"})
-		var t0 time.Time
-		if len(out.Records) > 0 {
-			t0 = out.Records[0].HeadersEndAt
-		}
-		for _, r := range out.Records {
-			verdict := string(r.Verdict)
-			if r.Type != analyze.TypeNegotiation {
-				verdict = "(" + r.Type + ")"
-			}
-			var flags []string
-			for _, f := range r.Flags {
-				flags = append(flags, fmt.Sprintf("%s (%s)", f, analyze.RuleOf(f)))
-			}
-			if err := t.Append([]string{
-				fmt.Sprintf("+%.6f", r.HeadersEndAt.Sub(t0).Seconds()),
-				r.Conn.Client, r.Conn.Server,
-				Escape(Truncate(r.Request.Method, 12)),
-				Escape(Truncate(r.Request.Target, 40)),
-				status(r), verdict,
-				fmtMs(r.Wait100Ms), fmtMs(r.ClientWaitMs),
-				strings.Join(flags, "\n"),
-			}); err != nil {
-				return err
-			}
-		}
-		if err := t.Render(); err != nil {
+		fmt.Fprintf(w, "times are offsets in seconds from %s\n", out.start().UTC().Format(time.RFC3339Nano))
+		s := recordSection(out, styleTable)
+		if err := s.writeTable(w); err != nil {
 			return err
 		}
 		for _, r := range out.Records {
@@ -144,43 +458,48 @@ func WriteTable(w io.Writer, out *Output) error {
 			}
 		}
 	}
+	if len(out.Hops) > 0 {
+		s := hopSection(out.Hops)
+		if err := s.writeTable(w); err != nil {
+			return err
+		}
+	}
 	if out.Summary != nil {
-		return WriteCounts(w, out.Summary)
+		fmt.Fprintln(w)
+		return WriteSummaryTable(w, out.Summary)
 	}
 	return nil
 }
 
-// WriteCounts renders the tally: verdicts, then flags with their rule.
-func WriteCounts(w io.Writer, c *Counts) error {
-	fmt.Fprintf(w, "\n%d negotiation(s)", c.Negotiations)
-	if c.Exchanges > 0 {
-		fmt.Fprintf(w, ", %d other exchange(s)", c.Exchanges)
-	}
-	fmt.Fprintf(w, "; time lost waiting %.3f s; body bytes uploaded then refused %d\n", c.LostMs/1000, c.WastedBytes)
-	if c.Negotiations > 0 {
-		t := newTable(w, []string{"verdict", "count"})
-		for _, v := range analyze.Verdicts {
-			if n := c.Verdicts[string(v)]; n > 0 {
-				t.Append([]string{string(v), fmt.Sprint(n)})
+// WriteMarkdown renders records, diagnoses, hops and the summary as
+// GitHub-flavoured markdown, for a ticket or a write-up.
+func WriteMarkdown(w io.Writer, out *Output) error {
+	fmt.Fprintln(w, "## Expect negotiations")
+	fmt.Fprintln(w)
+	if len(out.Records) == 0 {
+		fmt.Fprintln(w, "No Expect negotiations found.")
+	} else {
+		fmt.Fprintf(w, "Times are offsets in seconds from %s.\n\n", out.start().UTC().Format(time.RFC3339Nano))
+		s := recordSection(out, styleMarkdown)
+		s.writeMarkdown(w)
+		first := true
+		for _, r := range out.Records {
+			if r.Diagnosis != "" {
+				if first {
+					fmt.Fprintln(w)
+					first = false
+				}
+				fmt.Fprintf(w, "- **%s**: %s\n", r.ID, MarkdownEscape(Escape(r.Diagnosis)))
 			}
 		}
-		if err := t.Render(); err != nil {
-			return err
-		}
 	}
-	if len(c.Flags) > 0 {
-		t := newTable(w, []string{"flag", "count", "rule"})
-		for _, fi := range analyze.Flags {
-			if n := c.Flags[string(fi.Flag)]; n > 0 {
-				t.Append([]string{string(fi.Flag), fmt.Sprint(n), fi.Rule})
-			}
-		}
-		if err := t.Render(); err != nil {
-			return err
-		}
+	if len(out.Hops) > 0 {
+		s := hopSection(out.Hops)
+		s.writeMarkdown(w)
 	}
-	for _, warn := range c.Warnings {
-		fmt.Fprintf(w, "warning: %s\n", Escape(warn))
+	if out.Summary != nil {
+		fmt.Fprintln(w)
+		return WriteSummaryMarkdown(w, out.Summary)
 	}
 	return nil
 }

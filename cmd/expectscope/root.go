@@ -13,35 +13,189 @@ import (
 	"github.com/expectscope/expectscope/pipeline"
 	"github.com/expectscope/expectscope/report"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"golang.org/x/term"
 )
+
+const exitCodesHelp = `Exit status:
+  0  success (and no negotiation matched --fail-on)
+  1  usage error (unknown flag, format, verdict or flag name, bad time)
+  2  unreadable input or output (file missing, not a capture, write failed)
+  3  findings: a negotiation matched --fail-on`
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "expectscope",
 		Short:         "Explain every HTTP/1.1 Expect: 100-continue negotiation in packet captures",
+		Long:          "Explain every HTTP/1.1 Expect: 100-continue negotiation in packet captures.\n\n" + exitCodesHelp,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return &exitError{exitUsage, err}
+	})
 	root.AddCommand(newReadCmd(stdin, stdout, stderr))
+	root.AddCommand(newReportCmd(stdout, stderr))
 	return root
 }
 
-// readOptions are the flags of read.
-type readOptions struct {
-	format      string
-	all         bool
-	noWaitUnder time.Duration
-	maxHeader   int
-	failOn      []string
+// outputOptions are the flags read and report share: what to select and
+// how to render it.
+type outputOptions struct {
+	format  string
+	summary bool
+	ladder  string
+	failOn  []string
+
+	verdicts, flags, servers, clients, hosts []string
+	since, until                             string
+}
+
+// ladderAll is the value of a bare --ladder.
+const ladderAll = "\x00all"
+
+func (o *outputOptions) register(f *pflag.FlagSet) {
+	f.StringVarP(&o.format, "format", "f", "", "output format: "+strings.Join(report.Formats, ", ")+" (default: table on a terminal, ndjson otherwise)")
+	f.BoolVar(&o.summary, "summary", false, "print only the summary (verdicts, flags, per server, per client, waits, time lost, bytes in vain)")
+	f.StringVar(&o.ladder, "ladder", "", "draw ladder diagrams: bare --ladder for every flagged or non-continued negotiation, --ladder=ID (or --ladder ID) for one")
+	f.Lookup("ladder").NoOptDefVal = ladderAll
+	f.StringSliceVar(&o.failOn, "fail-on", nil, "exit 3 when a selected negotiation has one of these verdicts or flags")
+	f.StringSliceVar(&o.verdicts, "verdict", nil, "select negotiations with one of these verdicts")
+	f.StringSliceVar(&o.flags, "flag", nil, "select negotiations with one of these flags")
+	f.StringSliceVar(&o.servers, "server", nil, "select by server endpoint: IP:PORT, IP or :PORT")
+	f.StringSliceVar(&o.clients, "client", nil, "select by client: User-Agent family (curl, Go-http-client, .NET, Java, python, aws-sdk, node, browser, other), IP[:PORT], or a User-Agent substring")
+	f.StringSliceVar(&o.hosts, "host", nil, "select by Host header (with or without port)")
+	f.StringVar(&o.since, "since", "", "select requests at or after this time: RFC 3339, or an offset from the first request (1.5s, 2m, +12.5)")
+	f.StringVar(&o.until, "until", "", "select requests before this time: RFC 3339, or an offset from the first request")
+}
+
+// resolveFormat picks the default format and checks the name.
+func (o *outputOptions) resolveFormat(stdout io.Writer) (string, error) {
+	format := o.format
+	if format == "" {
+		format = report.FormatNDJSON
+		if isTerminal(stdout) {
+			format = report.FormatTable
+		}
+	}
+	if !slices.Contains(report.Formats, format) {
+		return "", &exitError{exitUsage, fmt.Errorf("unknown --format %q (%s)", format, strings.Join(report.Formats, ", "))}
+	}
+	return format, nil
+}
+
+// takeLadderID handles "--ladder ID" written with a space: pflag reads a
+// bare --ladder and leaves ID among the arguments. An argument that is
+// not an existing file (nor -) is then taken as the id.
+func (o *outputOptions) takeLadderID(args []string) []string {
+	if o.ladder != ladderAll {
+		return args
+	}
+	for i, a := range args {
+		if a == "-" {
+			continue
+		}
+		if _, err := os.Stat(a); err != nil {
+			o.ladder = a
+			return slices.Delete(slices.Clone(args), i, i+1)
+		}
+	}
+	return args
+}
+
+// filter builds the record filter; start is the origin of offsets.
+func (o *outputOptions) filter(start time.Time) (*report.Filter, error) {
+	f := &report.Filter{Verdicts: o.verdicts, Flags: o.flags, Servers: o.servers, Clients: o.clients, Hosts: o.hosts}
+	if err := f.Validate(); err != nil {
+		return nil, &exitError{exitUsage, err}
+	}
+	var err error
+	if f.Since, err = report.ParseTime(o.since, start); err != nil {
+		return nil, &exitError{exitUsage, fmt.Errorf("--since: %w", err)}
+	}
+	if f.Until, err = report.ParseTime(o.until, start); err != nil {
+		return nil, &exitError{exitUsage, fmt.Errorf("--until: %w", err)}
+	}
+	return f, nil
+}
+
+// validate checks what can be checked before reading any input.
+func (o *outputOptions) validate() error {
+	if err := (&report.Filter{Verdicts: o.verdicts, Flags: o.flags}).Validate(); err != nil {
+		return &exitError{exitUsage, err}
+	}
+	for _, w := range o.failOn {
+		w = strings.TrimSpace(w)
+		if analyze.RuleOf(analyze.Flag(w)) == "" && !slices.Contains(analyze.Verdicts, analyze.Verdict(w)) {
+			return &exitError{exitUsage, fmt.Errorf("--fail-on: %q is neither a verdict nor a flag", w)}
+		}
+	}
+	return nil
+}
+
+// render selects, summarises and writes out; it returns the selected
+// output (for --fail-on and --write-flagged).
+func (o *outputOptions) render(w io.Writer, format string, all []*analyze.Record, hops []*analyze.Hop, showExchanges bool, input map[string]uint64, warnings []string) (*report.Output, error) {
+	report.Sort(all)
+	report.SortHops(hops)
+	shown := all
+	if !showExchanges {
+		shown = nil
+		for _, r := range all {
+			if r.Type == analyze.TypeNegotiation {
+				shown = append(shown, r)
+			}
+		}
+	}
+	out := &report.Output{Records: shown, Hops: hops}
+	if len(all) > 0 {
+		out.Start = all[0].HeadersEndAt
+	}
+	f, err := o.filter(out.Start)
+	if err != nil {
+		return nil, err
+	}
+	sel := f.Apply(out)
+	sel.Summary = report.Tally(sel.Records)
+	sel.Summary.Hops = len(sel.Hops)
+	sel.Summary.Input = input
+	sel.Summary.Warnings = warnings
+	var werr error
+	switch {
+	case o.ladder != "":
+		id := o.ladder
+		if id == ladderAll {
+			id = report.LadderAll
+		}
+		werr = report.WriteLadders(w, report.LadderSet{Records: sel.Records, All: all, Hops: sel.Hops}, id, format == report.FormatMarkdown)
+		if werr != nil && id != report.LadderAll && !strings.HasPrefix(werr.Error(), "write") {
+			return sel, &exitError{exitUsage, fmt.Errorf("--ladder: %w", werr)}
+		}
+	default:
+		werr = report.Write(w, format, sel, o.summary)
+	}
+	if werr != nil {
+		return sel, &exitError{exitInput, fmt.Errorf("writing output: %w", werr)}
+	}
+	return sel, nil
 }
 
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// readOptions are the flags of read.
+type readOptions struct {
+	outputOptions
+	all          bool
+	noWaitUnder  time.Duration
+	maxHeader    int
+	writeFlagged string
+	progress     string
 }
 
 func newReadCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -53,33 +207,47 @@ func newReadCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 answered it and when, what the client did with its body, a verdict and flags
 citing the RFC rule. Several files are merged into one capture by timestamp.
 
-Exit status: 0 ok, 1 usage, 2 unreadable input, 3 findings matched --fail-on.`,
+Filters (--verdict, --flag, --server, --client, --host, --since, --until)
+select records before anything is rendered or summarised; --fail-on looks
+at the selected records only. The table format ends with the summary;
+--summary prints the summary alone; --ladder draws sequence diagrams.
+Percentiles are nearest-rank: the value at rank ceil(p/100 x N).
+
+` + exitCodesHelp,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRead(cmd, args, &o, stdin, stdout, stderr)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.format, "format", "f", "", "output format: table, ndjson, json (default: table on a terminal, ndjson otherwise)")
+	o.register(f)
 	f.BoolVar(&o.all, "all", false, "also print exchanges without Expect (e.g. unsolicited 100s)")
 	f.DurationVar(&o.noWaitUnder, "no-wait-under", 10*time.Millisecond, "a body sent this soon after the headers, before any answer, counts as not waiting")
 	f.IntVar(&o.maxHeader, "max-header-bytes", 64<<10, "largest header block parsed; larger is a parse error")
-	f.StringSliceVar(&o.failOn, "fail-on", nil, "exit 3 when a negotiation has one of these verdicts or flags")
+	f.StringVar(&o.writeFlagged, "write-flagged", "", "write every packet of the connections with a flagged selected negotiation (and of their hops' other legs) to this pcap file (not with stdin)")
+	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr while reading files: auto (when stderr is a terminal), always, never")
 	return cmd
 }
 
 func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader, stdout, stderr io.Writer) error {
-	format := o.format
-	if format == "" {
-		format = "ndjson"
-		if isTerminal(stdout) {
-			format = "table"
-		}
+	args = o.takeLadderID(args)
+	if len(args) == 0 {
+		return &exitError{exitUsage, fmt.Errorf("read: no capture file given")}
 	}
-	switch format {
-	case "table", "ndjson", "json":
+	format, err := o.resolveFormat(stdout)
+	if err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	switch o.progress {
+	case "auto", "always", "never":
 	default:
-		return &exitError{exitUsage, fmt.Errorf("unknown --format %q (table, ndjson, json)", format)}
+		return &exitError{exitUsage, fmt.Errorf("unknown --progress %q (auto, always, never)", o.progress)}
+	}
+	if o.writeFlagged != "" && slices.Contains(args, "-") {
+		return &exitError{exitUsage, fmt.Errorf("--write-flagged needs capture files: standard input cannot be read a second time to copy the packets")}
 	}
 	src, err := capture.Open(args, capture.Options{Stdin: stdin})
 	if err != nil {
@@ -87,6 +255,8 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	}
 	defer src.Close()
 	var recs []*analyze.Record
+	// Exchanges are kept for ladders (a hop's upstream leg may carry no
+	// Expect); they are printed only with --all.
 	opt := pipeline.Options{
 		Analyze: analyze.Config{
 			All:            true, // upstream legs often carry no Expect: correlation needs them
@@ -96,35 +266,43 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 		},
 		Warn: func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) },
 	}
+	bar := startProgress(o.progress, stderr, args)
+	if bar != nil {
+		opt.Progress = bar.update
+	}
 	res, runErr := pipeline.Run(cmd.Context(), src, opt)
-	hops := analyze.Correlate(recs)
-	if !o.all {
-		recs = slices.DeleteFunc(recs, func(r *analyze.Record) bool { return r.Type == analyze.TypeExchange })
+	if bar != nil {
+		bar.finish(res)
 	}
-	report.Sort(recs)
-	out := &report.Output{Records: recs, Hops: hops, Summary: report.Tally(recs)}
+	var input map[string]uint64
+	var warnings []string
 	if res != nil {
-		out.Summary.Input = res.Counters()
-		out.Summary.Warnings = res.Warnings
+		input = res.Counters()
+		warnings = res.Warnings
 	}
-	var werr error
-	switch format {
-	case "table":
-		werr = report.WriteTable(stdout, out)
-	case "json":
-		werr = report.WriteJSON(stdout, out)
-	default:
-		werr = report.WriteNDJSON(stdout, out)
+	sel, err := o.render(stdout, format, recs, analyze.Correlate(recs), o.all, input, warnings)
+	if err != nil {
+		return err
 	}
 	if runErr != nil {
 		return &exitError{exitInput, runErr}
 	}
-	if werr != nil {
-		return &exitError{exitInput, fmt.Errorf("writing output: %w", werr)}
+	if o.writeFlagged != "" {
+		n, err := writeFlagged(o.writeFlagged, args, sel)
+		if err != nil {
+			return &exitError{exitInput, fmt.Errorf("--write-flagged: %w", err)}
+		}
+		fmt.Fprintf(stderr, "expectscope: wrote %d packet(s) of flagged connections to %s\n", n, o.writeFlagged)
 	}
-	if matchesFailOn(recs, o.failOn) {
+	if matchesFailOn(sel.Records, o.failOn) {
 		return &exitError{code: exitFindings}
 	}
+	return nil
+}
+
+// hopsOf returns the hops the correlator found. The pipeline does not
+// report hops yet; when it does, they come from res.
+func hopsOf(res *pipeline.Result) []*analyze.Hop {
 	return nil
 }
 
@@ -138,7 +316,7 @@ func matchesFailOn(recs []*analyze.Record, want []string) bool {
 		set[strings.TrimSpace(w)] = true
 	}
 	for _, r := range recs {
-		if set[string(r.Verdict)] {
+		if r.Type == analyze.TypeNegotiation && set[string(r.Verdict)] {
 			return true
 		}
 		for _, f := range r.Flags {
