@@ -1,0 +1,137 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/capture"
+	"github.com/expectscope/expectscope/cmd/capgen/gen"
+	"github.com/expectscope/expectscope/pipeline"
+)
+
+// generate returns a synthetic capture and its expectations.
+func generate(t testing.TB, cfg gen.Config) ([]byte, []gen.Expectation) {
+	t.Helper()
+	var buf bytes.Buffer
+	exps, _, err := gen.Generate(&buf, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes(), exps
+}
+
+// runBytes runs the pipeline over an in-memory capture.
+func runBytes(t testing.TB, pcap []byte, opt pipeline.Options) ([]*analyze.Record, *pipeline.Result) {
+	t.Helper()
+	src, err := capture.Open([]string{"-"}, capture.Options{Stdin: bytes.NewReader(pcap)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var recs []*analyze.Record
+	emit := opt.Analyze.Emit
+	opt.Analyze.Emit = func(r *analyze.Record) {
+		recs = append(recs, r)
+		if emit != nil {
+			emit(r)
+		}
+	}
+	res, err := pipeline.Run(context.Background(), src, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs, res
+}
+
+type expKey struct {
+	client string
+	at     time.Time
+}
+
+// checkVerdicts requires one record per expectation, with its verdict,
+// status and flags, and no negotiation record that was not expected.
+func checkVerdicts(t *testing.T, exps []gen.Expectation, recs []*analyze.Record) {
+	t.Helper()
+	got := map[expKey]*analyze.Record{}
+	for _, r := range recs {
+		if r.Type != analyze.TypeNegotiation {
+			continue
+		}
+		k := expKey{r.Conn.Client, r.HeadersEndAt.UTC()}
+		if got[k] != nil {
+			t.Errorf("two records for %s at %s", k.client, k.at.Format(time.RFC3339Nano))
+		}
+		got[k] = r
+	}
+	bad := 0
+	report := func(format string, args ...any) {
+		bad++
+		if bad <= 20 {
+			t.Errorf(format, args...)
+		}
+	}
+	for _, e := range exps {
+		k := expKey{e.Client, e.HeadersEndAt.UTC()}
+		r := got[k]
+		if r == nil {
+			report("%s %s #%d at %s: no record", e.Scenario, e.Client, e.Index, e.HeadersEndAt.Format(time.RFC3339Nano))
+			continue
+		}
+		delete(got, k)
+		if string(r.Verdict) != e.Verdict && !(e.Gap && r.Verdict == analyze.Incomplete) {
+			report("%s %s (%s): verdict %s, want %s (flags %v)", e.Scenario, e.Client, r.ID, r.Verdict, e.Verdict, r.Flags)
+		}
+		if r.Final == nil || r.Final.Status != e.Status {
+			report("%s %s (%s): final %+v, want status %d", e.Scenario, e.Client, r.ID, r.Final, e.Status)
+		}
+		if want := e.Client + ""; r.Conn.Client != want || !strings.HasSuffix(r.ID, "-"+itoa(e.Index)) {
+			report("%s %s: record id %s, want request index %d", e.Scenario, e.Client, r.ID, e.Index)
+		}
+		for _, f := range e.Flags {
+			if !slices.Contains(r.Flags, analyze.Flag(f)) {
+				report("%s %s (%s): flags %v, want %s", e.Scenario, e.Client, r.ID, r.Flags, f)
+			}
+		}
+	}
+	for k, r := range got {
+		report("unexpected record %s %s at %s verdict %s", r.ID, k.client, k.at.Format(time.RFC3339Nano), r.Verdict)
+	}
+	t.Logf("%d negotiations checked, %d records", len(exps), len(recs))
+	if bad > 20 {
+		t.Errorf("... %d mismatches in all", bad)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestGeneratedVerdicts generates 10 000 connections of every scenario,
+// interleaved, and requires every verdict to be the one the generator
+// scripted, with one worker and with several.
+func TestGeneratedVerdicts(t *testing.T) {
+	cfg := gen.Config{Seed: 7, Sessions: 10000, Concurrency: 200, BodyMin: 200, BodyMax: 6000}
+	pcap, exps := generate(t, cfg)
+	if len(exps) < 5000 {
+		t.Fatalf("only %d negotiations generated", len(exps))
+	}
+	for _, w := range []int{1, 2, 3} {
+		t.Run("workers="+itoa(w), func(t *testing.T) {
+			recs, _ := runBytes(t, pcap, pipeline.Options{})
+			checkVerdicts(t, exps, recs)
+		})
+	}
+}
+
+// TestGeneratedImpaired adds reordering, retransmission and loss.
+func TestGeneratedImpaired(t *testing.T) {
+	cfg := gen.Config{Seed: 11, Sessions: 2000, Concurrency: 50, BodyMin: 3000, BodyMax: 20000,
+		Reorder: 0.05, Retrans: 0.05, Loss: 0.01}
+	pcap, exps := generate(t, cfg)
+	recs, _ := runBytes(t, pcap, pipeline.Options{})
+	checkVerdicts(t, exps, recs)
+}
