@@ -44,10 +44,16 @@ standard input.
 			}
 			var recs []*analyze.Record
 			var hops []*analyze.Hop
-			for _, path := range args {
-				if err := readNDJSON(path, cmd.InOrStdin(), &recs, &hops); err != nil {
+			seen := map[string]bool{}
+			for i, path := range args {
+				var fr []*analyze.Record
+				var fh []*analyze.Hop
+				if err := readNDJSON(path, cmd.InOrStdin(), &fr, &fh); err != nil {
 					return &exitError{exitInput, err}
 				}
+				renameClashes(i+1, fr, fh, seen)
+				recs = append(recs, fr...)
+				hops = append(hops, fh...)
 			}
 			sel, err := o.render(stdout, format, recs, hops, all, nil, nil)
 			if err != nil {
@@ -113,4 +119,38 @@ func readNDJSON(path string, stdin io.Reader, recs *[]*analyze.Record, hops *[]*
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return nil
+}
+
+// renameClashes keeps record ids unique across merged runs: each run
+// numbers its records from 1, so when a file reuses an id already read,
+// every id of that file is prefixed with the file's 1-based position
+// ("2/1-1"), links (retry_of, retried_by, hops) included.
+func renameClashes(file int, recs []*analyze.Record, hops []*analyze.Hop, seen map[string]bool) {
+	clash := false
+	for _, r := range recs {
+		if seen[r.ID] {
+			clash = true
+			break
+		}
+	}
+	if clash {
+		re := func(id string) string { return fmt.Sprintf("%d/%s", file, id) }
+		for _, r := range recs {
+			r.ID = re(r.ID)
+			if r.RetryOf != nil {
+				v := re(*r.RetryOf)
+				r.RetryOf = &v
+			}
+			if r.RetriedBy != nil {
+				v := re(*r.RetriedBy)
+				r.RetriedBy = &v
+			}
+		}
+		for _, h := range hops {
+			h.Downstream.ID, h.Upstream.ID = re(h.Downstream.ID), re(h.Upstream.ID)
+		}
+	}
+	for _, r := range recs {
+		seen[r.ID] = true
+	}
 }

@@ -39,6 +39,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	})
 	root.AddCommand(newReadCmd(stdin, stdout, stderr))
 	root.AddCommand(newReportCmd(stdout, stderr))
+	root.AddCommand(newLiveCmd(stdin, stdout, stderr))
 	return root
 }
 

@@ -1,0 +1,376 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/capture"
+	"github.com/expectscope/expectscope/pipeline"
+	"github.com/expectscope/expectscope/reassembly"
+	"github.com/expectscope/expectscope/report"
+	"github.com/spf13/cobra"
+)
+
+// liveOptions are the flags of live.
+type liveOptions struct {
+	iface       string
+	port        uint16
+	hosts       []string
+	bpfDDD      string
+	filter      string
+	idle        time.Duration
+	duration    time.Duration
+	format      string
+	write       string
+	fanout      int
+	bufferMiB   int
+	all         bool
+	noWaitUnder time.Duration
+}
+
+func newLiveCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	var o liveOptions
+	cmd := &cobra.Command{
+		Use:   "live -i IFACE [--port N] [--host H]",
+		Short: "Watch a live interface and print each negotiation as soon as it is decided",
+		Long: `Sniff a network interface (AF_PACKET, pure Go; the libpcap build also takes
+--filter EXPR) and print every Expect negotiation as soon as it is decided:
+its final response came, or the client gave up waiting and sent the body.
+Connections idle longer than --idle (capture time) are flushed. --duration,
+Ctrl-C (SIGINT) and SIGTERM end the capture cleanly: what is still open is
+flushed, then the summary is printed, with the kernel's drop counters.
+
+On a loopback interface every packet passes twice (leaving and arriving);
+each is captured once. Several processes share a busy interface with
+--fanout ID (PACKET_FANOUT by flow hash: a connection stays in one process);
+merge their ndjson with expectscope report.
+
+Live capture needs CAP_NET_RAW: run as root, or once
+  sudo setcap cap_net_raw+ep $(which expectscope)
+
+` + exitCodesHelp,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runLive(cmd.Context(), &o, stdout, stderr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.iface, "interface", "i", "", "interface to capture on (required), e.g. eth0 or lo")
+	f.Uint16Var(&o.port, "port", 0, "capture only TCP to or from this port (kernel filter)")
+	f.StringSliceVar(&o.hosts, "host", nil, "capture only TCP to or from this address (or name; repeatable)")
+	f.StringVar(&o.bpfDDD, "bpf-ddd", "", "kernel filter from a file holding the output of: tcpdump -i IFACE -ddd EXPR (replaces --port/--host)")
+	f.StringVar(&o.filter, "filter", "", "pcap filter expression (libpcap build only: go build -tags libpcap)")
+	f.DurationVar(&o.idle, "idle", 30*time.Second, "flush a connection after this much capture time without a packet")
+	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: until SIGINT or SIGTERM)")
+	f.StringVarP(&o.format, "format", "f", "", "output format: table or ndjson (default: table on a terminal, ndjson otherwise)")
+	f.StringVarP(&o.write, "write", "w", "", "also save the captured packets to this pcap file")
+	f.IntVar(&o.fanout, "fanout", 0, "join PACKET_FANOUT group ID (1-65535) with other expectscope processes on the same interface")
+	f.IntVar(&o.bufferMiB, "buffer", 64, "kernel socket buffer in MiB")
+	f.BoolVar(&o.all, "all", false, "also print exchanges without Expect")
+	f.DurationVar(&o.noWaitUnder, "no-wait-under", 10*time.Millisecond, "a body sent this soon after the headers, before any answer, counts as not waiting")
+	return cmd
+}
+
+// liveSpec turns the flags into capture options.
+func (o *liveOptions) liveSpec(ctx context.Context) (capture.LiveOptions, error) {
+	lo := capture.LiveOptions{Interface: o.iface, Fanout: o.fanout, BufferBytes: o.bufferMiB << 20, Expr: o.filter}
+	if o.iface == "" {
+		return lo, &exitError{exitUsage, errors.New("live: -i IFACE is required")}
+	}
+	if o.fanout < 0 || o.fanout > 0xffff {
+		return lo, &exitError{exitUsage, fmt.Errorf("--fanout %d: want an id from 1 to 65535", o.fanout)}
+	}
+	if o.bpfDDD != "" {
+		if o.port != 0 || len(o.hosts) > 0 || o.filter != "" {
+			return lo, &exitError{exitUsage, errors.New("--bpf-ddd replaces --port, --host and --filter: give one or the other")}
+		}
+		fh, err := os.Open(o.bpfDDD)
+		if err != nil {
+			return lo, &exitError{exitInput, err}
+		}
+		defer fh.Close()
+		prog, err := capture.ParseDDD(fh)
+		if err != nil {
+			return lo, &exitError{exitUsage, fmt.Errorf("--bpf-ddd %s: %w", o.bpfDDD, err)}
+		}
+		lo.Program = prog
+		return lo, nil
+	}
+	if o.filter != "" && (o.port != 0 || len(o.hosts) > 0) {
+		return lo, &exitError{exitUsage, errors.New("--filter replaces --port and --host: write them into the expression")}
+	}
+	lo.Filter.Port = o.port
+	for _, h := range o.hosts {
+		if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {
+			lo.Filter.Hosts = append(lo.Filter.Hosts, a.Unmap())
+			continue
+		}
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", h)
+		if err != nil || len(addrs) == 0 {
+			return lo, &exitError{exitUsage, fmt.Errorf("--host %q: not an address, and it does not resolve: %v", h, err)}
+		}
+		for _, a := range addrs {
+			lo.Filter.Hosts = append(lo.Filter.Hosts, a.Unmap())
+		}
+	}
+	return lo, nil
+}
+
+func runLive(ctx context.Context, o *liveOptions, stdout, stderr io.Writer) error {
+	format := o.format
+	if format == "" {
+		format = report.FormatNDJSON
+		if isTerminal(stdout) {
+			format = report.FormatTable
+		}
+	}
+	if format != report.FormatTable && format != report.FormatNDJSON {
+		return &exitError{exitUsage, fmt.Errorf("live: --format %q cannot stream (table, ndjson)", format)}
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	spec, err := o.liveSpec(ctx)
+	if err != nil {
+		return err
+	}
+	warn := func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) }
+	spec.Warn = warn
+	var save *os.File
+	if o.write != "" {
+		if save, err = os.Create(o.write); err != nil {
+			return &exitError{exitInput, fmt.Errorf("-w: %w", err)}
+		}
+		defer save.Close()
+		spec.Save = save
+	}
+	src, err := capture.OpenLive(spec)
+	if err != nil {
+		if save != nil {
+			save.Close()
+			os.Remove(o.write)
+		}
+		return &exitError{exitInput, liveOpenError(err)}
+	}
+	defer src.Close()
+
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+			src.Stop()
+		case <-stopped:
+		}
+	}()
+
+	fmt.Fprintf(stderr, "expectscope: capturing on %s (%s)\n", o.iface, describeFilter(o, spec))
+	st := newRecordStream(stdout, format, o.all)
+	opt := pipeline.Options{
+		Analyze: analyze.Config{
+			All:         o.all,
+			NoWaitUnder: o.noWaitUnder,
+			Emit:        st.Emit,
+		},
+		Reassembly: reassembly.Config{IdleTimeout: o.idle},
+		Warn:       warn,
+	}
+	// The source stops on ctx; the pipeline must drain and flush, so it
+	// runs on a context that is never cancelled.
+	res, runErr := pipeline.Run(context.WithoutCancel(ctx), src, opt)
+	if err := src.Close(); err != nil && o.write != "" {
+		warn(fmt.Errorf("-w %s: %w", o.write, err))
+	}
+	var input map[string]uint64
+	var warnings []string
+	if res != nil {
+		input = res.Counters()
+		warnings = res.Warnings
+	}
+	if input == nil {
+		input = map[string]uint64{}
+	}
+	ls := src.LiveStats()
+	input["kernel_packets"] = ls.KernelPackets
+	input["kernel_drops"] = ls.KernelDrops
+	input["loopback_duplicates"] = ls.LoopbackDups
+	if err := st.Finish(input, warnings); err != nil {
+		return &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
+	}
+	if runErr != nil && !errors.Is(runErr, pipeline.ErrNoInput) {
+		return &exitError{exitInput, runErr}
+	}
+	return nil
+}
+
+// liveOpenError words the errors an operator meets first.
+func liveOpenError(err error) error {
+	switch {
+	case errors.Is(err, capture.ErrPermission):
+		return fmt.Errorf("%w\n  (or run it as root; the capability is needed to open an AF_PACKET socket)", err)
+	}
+	return err
+}
+
+func describeFilter(o *liveOptions, spec capture.LiveOptions) string {
+	switch {
+	case o.bpfDDD != "":
+		return fmt.Sprintf("filter from %s, %d instructions", o.bpfDDD, len(spec.Program))
+	case o.filter != "":
+		return "filter " + o.filter
+	}
+	s := "tcp"
+	if o.port != 0 {
+		s += fmt.Sprintf(" and port %d", o.port)
+	}
+	if len(spec.Filter.Hosts) > 0 {
+		var hs []string
+		for _, h := range spec.Filter.Hosts {
+			hs = append(hs, h.String())
+		}
+		s += " and host " + strings.Join(hs, " or ")
+	}
+	if o.fanout != 0 {
+		s += fmt.Sprintf(", fanout group %d", o.fanout)
+	}
+	return s
+}
+
+// recordStream writes records as the analysis decides them, one line
+// each (an ndjson object or a table line), and keeps them for the
+// summary at the end. It is safe for concurrent use: sharded pipelines
+// may emit from several goroutines.
+type recordStream struct {
+	mu      sync.Mutex
+	w       io.Writer
+	format  string
+	all     bool
+	enc     *json.Encoder
+	recs    []*analyze.Record
+	header  bool
+	err     error
+	flusher interface{ Flush() error }
+}
+
+// newRecordStream returns a stream writing format (table or ndjson) to w.
+// With all false, exchanges (records without Expect) are kept for the
+// summary but not printed. If w has a Flush() error method it is called
+// after every record.
+func newRecordStream(w io.Writer, format string, all bool) *recordStream {
+	s := &recordStream{w: w, format: format, all: all, enc: json.NewEncoder(w)}
+	s.enc.SetEscapeHTML(false)
+	if f, ok := w.(interface{ Flush() error }); ok {
+		s.flusher = f
+	}
+	return s
+}
+
+// Emit writes one record at once; use it as analyze.Config.Emit.
+func (s *recordStream) Emit(r *analyze.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.recs = append(s.recs, r)
+	if s.err != nil || (!s.all && r.Type != analyze.TypeNegotiation) {
+		return
+	}
+	switch s.format {
+	case report.FormatNDJSON:
+		s.err = s.enc.Encode(r)
+	default:
+		if !s.header {
+			s.header = true
+			_, s.err = fmt.Fprintln(s.w, "TIME             CLIENT -> SERVER                            REQUEST                                  VERDICT            FINAL  WAIT100  FLAGS")
+		}
+		if s.err == nil {
+			_, s.err = fmt.Fprintln(s.w, tableLine(r))
+		}
+	}
+	if s.err == nil && s.flusher != nil {
+		s.err = s.flusher.Flush()
+	}
+}
+
+// tableLine renders one record on one line; wire text is escaped.
+func tableLine(r *analyze.Record) string {
+	status := "-"
+	if r.Final != nil {
+		status = fmt.Sprint(r.Final.Status)
+	}
+	wait := "-"
+	if r.Wait100Ms != nil {
+		wait = fmt.Sprintf("%.1fms", *r.Wait100Ms)
+	}
+	var flags []string
+	for _, f := range r.Flags {
+		flags = append(flags, string(f))
+	}
+	verdict := string(r.Verdict)
+	if r.Type != analyze.TypeNegotiation {
+		verdict = "(" + r.Type + ")"
+	}
+	ends := report.Escape(r.Conn.Client) + " -> " + report.Escape(r.Conn.Server)
+	req := report.Truncate(report.Escape(r.Request.Method+" "+r.Request.Target), 40)
+	line := fmt.Sprintf("%-16s %-43s %-40s %-18s %-6s %-8s %s",
+		r.HeadersEndAt.Local().Format("15:04:05.000000"), ends, req, verdict, status, wait, strings.Join(flags, ","))
+	if r.Diagnosis != "" && r.Verdict != analyze.Continued {
+		line += "  # " + report.Escape(r.Diagnosis)
+	}
+	return strings.TrimRight(line, " ")
+}
+
+// Finish writes the summary of everything emitted: an ndjson summary
+// object, or the summary tables.
+func (s *recordStream) Finish(input map[string]uint64, warnings []string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return s.err
+	}
+	recs := s.recs
+	if !s.all {
+		recs = nil
+		for _, r := range s.recs {
+			if r.Type == analyze.TypeNegotiation {
+				recs = append(recs, r)
+			}
+		}
+	}
+	c := report.Tally(recs)
+	c.Input = input
+	c.Warnings = warnings
+	var err error
+	if s.format == report.FormatNDJSON {
+		err = s.enc.Encode(c)
+	} else {
+		if len(s.recs) > 0 {
+			fmt.Fprintln(s.w)
+		}
+		err = report.WriteCounts(s.w, c)
+	}
+	if err == nil && s.flusher != nil {
+		err = s.flusher.Flush()
+	}
+	return err
+}
+
+// Records returns what was emitted so far, in emission order.
+func (s *recordStream) Records() []*analyze.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recs
+}
