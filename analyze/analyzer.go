@@ -154,9 +154,12 @@ func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 		}
 		orig.retriedBy = e.id
 		e.retryOf = orig.id
-		if e.head.h.expect == "" {
-			orig.retriedWithoutExpect = true
+		if e.head.h.expect != "" {
+			// Sent again with Expect: a retry, but not the one RFC 9110
+			// 10.1.1 asks for; keep waiting for one without Expect.
+			return
 		}
+		orig.retriedWithoutExpect = true
 		orig.waitingRetry = false
 		a.await[k] = append(list[:i:i], list[i+1:]...)
 		if len(a.await[k]) == 0 {

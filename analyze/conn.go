@@ -755,7 +755,7 @@ func (e *exchange) record() *Record {
 	if isNeg && e.final != nil && e.final.Status == 417 {
 		if e.retriedWithoutExpect {
 			r.Flags = append(r.Flags, FlagRetriedWithoutExpect)
-		} else if e.retriedBy == "" {
+		} else {
 			r.Flags = append(r.Flags, FlagNoRetryAfter417)
 		}
 	}

@@ -103,6 +103,12 @@ func TestNegotiations(t *testing.T) {
 			{"c", 2, "PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n", ""}, {"c", 3, "0123456789", ""},
 			{"s", 4, "HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", ""},
 		}, true, true, []string{"negotiation rejected retried-without-expect,unread-body", "exchange "}},
+		{"417, then the same request again with Expect: a retry, not the one asked for", []ev{
+			{"c", 0, putExpect, ""}, {"s", 1, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n", ""},
+			{"c", 2, "0123456789", ""},
+			{"c", 3, putExpect, ""}, {"s", 4, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n", ""},
+			{"c", 5, "0123456789", ""},
+		}, false, true, []string{"negotiation rejected body-after-417,no-retry-after-417", "negotiation rejected body-after-417,no-retry-after-417"}},
 		{"body despite 417, keeps sync", []ev{
 			{"c", 0, putExpect, ""}, {"s", 1, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n", ""},
 			{"c", 2, "0123456789", ""},
