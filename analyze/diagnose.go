@@ -11,12 +11,14 @@ func Diagnose(r *Record) string {
 		}
 		return ""
 	}
-	who := "the server"
+	who, name := "the server", "the server"
 	if r.Final != nil && r.Final.Server != "" {
 		who = fmt.Sprintf("the server (%s)", r.Final.Server)
+		name = r.Final.Server
 	}
 	if r.Final != nil && r.Final.Via != "" {
 		who = fmt.Sprintf("an intermediary (Via: %s)", r.Final.Via)
+		name = who
 	}
 	status := 0
 	if r.Final != nil {
@@ -35,9 +37,9 @@ func Diagnose(r *Record) string {
 	case FinalBeforeBody:
 		switch {
 		case status == 413:
-			return fmt.Sprintf("a policy refused the upload before the body (413 from %s)", who)
+			return fmt.Sprintf("a policy refused the upload before the body (413 from %s)", name)
 		case status == 401 || status == 403 || status == 407:
-			return fmt.Sprintf("authentication or authorization refused the upload before the body (%d from %s)", status, who)
+			return fmt.Sprintf("authentication or authorization refused the upload before the body (%d from %s)", status, name)
 		case status >= 400:
 			return fmt.Sprintf("%s refused the request before the body (%d); Expect saved the upload", who, status)
 		default:
