@@ -55,6 +55,11 @@ standard input.
 				recs = append(recs, fr...)
 				hops = append(hops, fh...)
 			}
+			if len(hops) == 0 {
+				// Runs that wrote no hop lines: correlate what was merged
+				// (legs captured by different sensors meet here).
+				hops = analyze.Correlate(recs)
+			}
 			sel, err := o.render(stdout, format, recs, hops, all, nil, nil)
 			if err != nil {
 				return err

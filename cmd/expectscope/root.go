@@ -301,12 +301,6 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	return nil
 }
 
-// hopsOf returns the hops the correlator found. The pipeline does not
-// report hops yet; when it does, they come from res.
-func hopsOf(res *pipeline.Result) []*analyze.Hop {
-	return nil
-}
-
 // matchesFailOn reports whether any negotiation has a listed verdict or flag.
 func matchesFailOn(recs []*analyze.Record, want []string) bool {
 	if len(want) == 0 {
