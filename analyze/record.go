@@ -197,4 +197,8 @@ type Hop struct {
 	// What it cost the client.
 	WastedBytes int64    `json:"wasted_bytes,omitempty"`
 	LostMs      *float64 `json:"lost_ms,omitempty"`
+	// AttributedBy says, for a hop without an upstream leg (a proxy-417),
+	// what proves the intermediary answered: "server: squid/5.7" or
+	// "endpoint: ..." (the endpoint proxies other requests of the run).
+	AttributedBy string `json:"attributed_by,omitempty"`
 }
