@@ -315,9 +315,9 @@ func hasToken(v, token string) bool {
 // empty line, or -1. from is where to resume scanning (bytes before it are
 // known to hold no terminator), so accumulation stays linear.
 func headerEnd(b []byte, from int) int {
-	if from > 0 {
-		from-- // a terminator may straddle the previous scan's end
-	}
+	// A terminator may straddle the previous scan's end: its first LF can
+	// be up to two bytes before it ("\n\r" | "\n").
+	from = max(from-2, 0)
 	for {
 		i := bytes.IndexByte(b[from:], '\n')
 		if i < 0 {

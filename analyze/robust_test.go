@@ -84,3 +84,33 @@ func TestHeaderBombs(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderEndStraddle: a header block whose CRLF CRLF is split across
+// two segments at any byte is found (a "\r\n\r" | "\n" split was missed
+// and merged the next message into it: 10k pipelined responses lost 2k).
+func TestHeaderEndStraddle(t *testing.T) {
+	resp := "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"
+	for _, lf := range []string{"\r\n", "\n"} {
+		stream := strings.Repeat(strings.ReplaceAll(resp, "\r\n", lf), 3)
+		for cut := 1; cut < len(stream); cut++ {
+			evs := []ev{
+				{"c", 0, strings.Repeat("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 3), ""},
+				{"s", 1, stream[:cut], ""}, {"s", 2, stream[cut:], ""},
+			}
+			recs := run(t, true, evs, Config{All: true})
+			if len(recs) != 3 {
+				t.Fatalf("lf %q cut %d: %d records", lf, cut, len(recs))
+			}
+			for _, r := range recs {
+				if r.Final == nil || r.Final.Status != 200 {
+					t.Fatalf("lf %q cut %d: record %s final %v", lf, cut, r.ID, r.Final)
+				}
+			}
+		}
+	}
+	for from := 0; from <= 4; from++ {
+		if got := headerEnd([]byte("A\r\n\r\nB"), from); got != 5 {
+			t.Errorf("headerEnd(from %d) = %d, want 5", from, got)
+		}
+	}
+}
