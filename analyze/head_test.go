@@ -60,3 +60,22 @@ func TestParseChunkSize(t *testing.T) {
 		}
 	}
 }
+
+// TestHeaderEndSplit feeds a header block split at every byte: the
+// terminator must be found however it straddles the chunks.
+func TestHeaderEndSplit(t *testing.T) {
+	for _, block := range []string{"GET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET / HTTP/1.1\nHost: h\n\n"} {
+		for cut := 1; cut < len(block); cut++ {
+			first := headerEnd([]byte(block[:cut]), 0)
+			if first >= 0 && first != len(block) {
+				t.Fatalf("%q cut %d: early end %d", block, cut, first)
+			}
+			if first >= 0 {
+				continue
+			}
+			if got := headerEnd([]byte(block), cut); got != len(block) {
+				t.Errorf("%q cut at %d: headerEnd = %d, want %d", block, cut, got, len(block))
+			}
+		}
+	}
+}
