@@ -32,10 +32,10 @@ type publicFacts struct {
 					Version string  `json:"version"`
 					Expect  *string `json:"expect"`
 				} `json:"request"`
-				HeadersEndAt     time.Time  `json:"headers_end_at"`
-				BodyBytesOnWire  int64      `json:"body_bytes_on_wire"`
-				BodyFirstByteAt  *time.Time `json:"body_first_byte_at"`
-				Interim          []struct {
+				HeadersEndAt    time.Time  `json:"headers_end_at"`
+				BodyBytesOnWire int64      `json:"body_bytes_on_wire"`
+				BodyFirstByteAt *time.Time `json:"body_first_byte_at"`
+				Interim         []struct {
 					Status int       `json:"status"`
 					At     time.Time `json:"at"`
 				} `json:"interim"`
