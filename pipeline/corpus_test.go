@@ -62,6 +62,14 @@ func readAll(t *testing.T, path string, all bool) ([]*analyze.Record, *pipeline.
 	return recs, res
 }
 
+// pipelineRun runs an open source through the pipeline with --all.
+func pipelineRun(src capture.Source, recs *[]*analyze.Record) (*pipeline.Result, error) {
+	defer src.Close()
+	return pipeline.Run(context.Background(), src, pipeline.Options{
+		Analyze: analyze.Config{All: true, Emit: func(r *analyze.Record) { *recs = append(*recs, r) }},
+	})
+}
+
 // capturePath finds the capture for a ground-truth file in testdata.
 func capturePath(t *testing.T, jsonPath string) string {
 	base := strings.TrimSuffix(jsonPath, ".json")
