@@ -77,6 +77,7 @@ type conn struct {
 	queue      []*exchange
 	nreq       int
 	http       bool
+	sawData    bool // some bytes were delivered
 	closed     bool
 }
 
@@ -101,6 +102,7 @@ func (c *conn) Data(side reassembly.Side, b []byte, at time.Time) {
 	if c.closed {
 		return
 	}
+	c.sawData = true
 	if !c.rolesKnown {
 		c.huntRoles(side, b, at)
 		return
@@ -649,6 +651,10 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 	c.closed = true
 	if c.http {
 		c.a.stats.HTTPConnections++
+	} else if c.sawData && c.dirs[0].state != stDead && c.dirs[1].state != stDead {
+		// Bytes flowed and none was HTTP, though fewer than the hunt
+		// budget: not HTTP either (a side judged dead was counted then).
+		c.a.stats.NonHTTP++
 	}
 	for _, e := range c.queue {
 		e.reqDone = true

@@ -2,8 +2,11 @@ package analyze
 
 import (
 	"errors"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/expectscope/expectscope/reassembly"
 )
 
 // TestChunkSizeLeadingZeros: leading zeros do not count towards the
@@ -111,6 +114,31 @@ func TestHeaderEndStraddle(t *testing.T) {
 	for from := 0; from <= 4; from++ {
 		if got := headerEnd([]byte("A\r\n\r\nB"), from); got != 5 {
 			t.Errorf("headerEnd(from %d) = %d, want 5", from, got)
+		}
+	}
+}
+
+// TestShortNonHTTPCounted: a connection that carried bytes, none of them
+// HTTP, counts as a non-HTTP stream even when it closed before the hunt
+// budget was spent; one that carried no byte does not.
+func TestShortNonHTTPCounted(t *testing.T) {
+	for _, tc := range []struct {
+		handshake bool
+		data      string
+		want      uint64
+	}{{true, "\x16\x03\x01 not http", 1}, {false, "\x16\x03\x01 not http", 1}, {true, "", 0}} {
+		a := New(Config{})
+		s := a.New(reassembly.ConnInfo{
+			A: netip.MustParseAddrPort("10.0.0.1:40000"), B: netip.MustParseAddrPort("10.0.0.2:80"),
+			Handshake: tc.handshake, FirstSeen: t0, FirstPacket: 1,
+		})
+		if tc.data != "" {
+			s.Data(reassembly.SideA, []byte(tc.data), t0)
+			s.Data(reassembly.SideB, []byte("\x00\x01garbage"), t0)
+		}
+		s.Close(reassembly.EndFIN, t0)
+		if st := a.Stats(); st.NonHTTP != tc.want || st.HTTPConnections != 0 {
+			t.Errorf("%+v: stats %+v", tc, st)
 		}
 	}
 }
