@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/report"
 )
 
 // proxyTruth is the part of a proxy corpus ground truth the hop test reads.
@@ -184,6 +185,21 @@ func TestProxyHops(t *testing.T) {
 			}
 			if withUp != pairs {
 				t.Errorf("%d hops with an upstream leg, ground truth has %d pairs", withUp, pairs)
+			}
+			// The Intermediaries table has a row per hop naming its changes.
+			var b strings.Builder
+			if err := report.WriteHops(&b, hops, recs); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range hops {
+				if !strings.Contains(b.String(), h.Downstream.ID+" "+h.Downstream.Client) {
+					t.Errorf("table misses hop %s:\n%s", h.Downstream.ID, b.String())
+				}
+				for _, c := range h.Changes {
+					if !strings.Contains(b.String(), c) {
+						t.Errorf("table misses change %s:\n%s", c, b.String())
+					}
+				}
 			}
 		})
 	}
