@@ -122,8 +122,8 @@ func Correlate(recs []*Record) []*Hop {
 	})
 	c := &correlator{
 		pending:   map[corrKey][]pendingLeg{},
-		upOf:      map[*Record]*Record{},
-		downOf:    map[*Record]*Record{},
+		upOf:      make(map[*Record]*Record, len(recs)/2),
+		downOf:    make(map[*Record]*Record, len(recs)/2),
 		connProxy: map[Conn]string{},
 		next:      map[string]map[string]bool{},
 	}
@@ -596,7 +596,7 @@ func refusal(d, u *Record) int {
 
 func joinDiag(base, extra string) string {
 	switch {
-	case extra == "":
+	case extra == "" || strings.Contains(base, extra): // correlating twice says it once
 		return base
 	case base == "":
 		return extra
