@@ -13,6 +13,7 @@ import (
 	"github.com/expectscope/expectscope/capture"
 	"github.com/expectscope/expectscope/cmd/capgen/gen"
 	"github.com/expectscope/expectscope/pipeline"
+	"github.com/expectscope/expectscope/report"
 )
 
 // generate returns a synthetic capture and its expectations.
@@ -121,7 +122,7 @@ func TestGeneratedVerdicts(t *testing.T) {
 	}
 	for _, w := range []int{1, 2, 3} {
 		t.Run("workers="+itoa(w), func(t *testing.T) {
-			recs, _ := runBytes(t, pcap, pipeline.Options{})
+			recs, _ := runBytes(t, pcap, pipeline.Options{Workers: w})
 			checkVerdicts(t, exps, recs)
 		})
 	}
@@ -132,6 +133,90 @@ func TestGeneratedImpaired(t *testing.T) {
 	cfg := gen.Config{Seed: 11, Sessions: 2000, Concurrency: 50, BodyMin: 3000, BodyMax: 20000,
 		Reorder: 0.05, Retrans: 0.05, Loss: 0.01}
 	pcap, exps := generate(t, cfg)
-	recs, _ := runBytes(t, pcap, pipeline.Options{})
+	recs, _ := runBytes(t, pcap, pipeline.Options{Workers: 2})
 	checkVerdicts(t, exps, recs)
+}
+
+// ndjsonOf renders records as the read command does: sorted, one a line.
+func ndjsonOf(t *testing.T, recs []*analyze.Record) []byte {
+	t.Helper()
+	report.Sort(recs)
+	var buf bytes.Buffer
+	if err := report.WriteNDJSON(&buf, &report.Output{Records: recs}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestWorkersSameOutput requires byte-identical ndjson from one worker
+// and from several, with and without exchanges, on a capture with
+// interleaved connections, retries on new connections and impairments.
+func TestWorkersSameOutput(t *testing.T) {
+	cfg := gen.Config{Seed: 5, Sessions: 3000, Concurrency: 300, BodyMin: 500, BodyMax: 9000, Reorder: 0.02, Retrans: 0.02, Loss: 0.005}
+	pcap, _ := generate(t, cfg)
+	for _, all := range []bool{false, true} {
+		var want []byte
+		for _, w := range []int{1, 2, 4} {
+			recs, res := runBytes(t, pcap, pipeline.Options{Workers: w, Analyze: analyze.Config{All: all}})
+			got := ndjsonOf(t, recs)
+			if w == 1 {
+				want = got
+				continue
+			}
+			if !bytes.Equal(got, want) {
+				gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+				for i := range min(len(gl), len(wl)) {
+					if gl[i] != wl[i] {
+						t.Fatalf("all=%v workers=%d: line %d differs:\n got %s\nwant %s", all, w, i+1, gl[i], wl[i])
+					}
+				}
+				t.Fatalf("all=%v workers=%d: %d lines, want %d", all, w, len(gl), len(wl))
+			}
+			if res.Analyze.Negotiations == 0 {
+				t.Fatalf("no negotiations counted")
+			}
+		}
+	}
+}
+
+// TestTicks feeds clock ticks between segments: they must change nothing
+// in the records, and must not count as packets.
+func TestTicks(t *testing.T) {
+	pcap, exps := generate(t, gen.Config{Seed: 9, Sessions: 300, Concurrency: 20, BodyMin: 500, BodyMax: 5000})
+	for _, w := range []int{1, 2} {
+		src, err := capture.Open([]string{"-"}, capture.Options{Stdin: bytes.NewReader(pcap)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var recs []*analyze.Record
+		res, err := pipeline.Run(context.Background(), &tickSource{Source: src}, pipeline.Options{Workers: w,
+			Analyze: analyze.Config{Emit: func(r *analyze.Record) { recs = append(recs, r) }}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkVerdicts(t, exps, recs)
+		if res.Capture.Packets != src.Stats().Packets {
+			t.Errorf("packets %d", res.Capture.Packets)
+		}
+	}
+}
+
+// tickSource inserts a tick after every segment, 1 ms after it.
+type tickSource struct {
+	capture.Source
+	tick    capture.Segment
+	pending bool
+}
+
+func (s *tickSource) Next() (*capture.Segment, error) {
+	if s.pending {
+		s.pending = false
+		return &s.tick, nil
+	}
+	seg, err := s.Source.Next()
+	if err == nil {
+		s.tick = capture.Segment{Time: seg.Time.Add(time.Millisecond)}
+		s.pending = true
+	}
+	return seg, err
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"time"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -23,6 +24,19 @@ type Options struct {
 	Warn func(error)
 	// Progress, when set, is called every few thousand packets.
 	Progress func(capture.Stats, analyze.Stats)
+	// Workers is the number of analysis shards (default GOMAXPROCS). With
+	// one, everything runs on the calling goroutine. With more, the calling
+	// goroutine reads and decodes, and hands segments in batches to
+	// Workers goroutines, each with its own Assembler and Analyzer; a
+	// connection always goes to the same worker (a symmetric hash of its
+	// 4-tuple), so it is reassembled in order. See sharded.go.
+	//
+	// Clock ticks: a Segment whose Src is not valid (!Src.IsValid()) and
+	// that carries no payload is a tick. It only advances capture time (a
+	// live source sends one when the wire is quiet), so idle connections
+	// are flushed by capture time; it is not counted as a packet and
+	// reaches every worker.
+	Workers int
 }
 
 // Result is what a run counted.
@@ -65,6 +79,23 @@ var ErrNoInput = errors.New("no packet could be read")
 // through reassembly into the analysis, and flushes everything at the end
 // so that no record understood so far is lost.
 func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err error) {
+	w := opt.Workers
+	if w <= 0 {
+		w = runtime.GOMAXPROCS(0)
+	}
+	if w > 1 {
+		return runSharded(ctx, src, opt, w)
+	}
+	return runSingle(ctx, src, opt)
+}
+
+// isTick reports whether seg is a clock tick (see Options.Workers).
+func isTick(seg *capture.Segment) bool {
+	return !seg.Src.IsValid() && len(seg.Payload) == 0
+}
+
+// runSingle is the whole analysis on the calling goroutine.
+func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Result, err error) {
 	an := analyze.New(opt.Analyze)
 	asm := reassembly.NewAssembler(an, opt.Reassembly)
 	res = &Result{}
@@ -112,10 +143,16 @@ func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err
 			warn(e)
 			break
 		}
-		n++
 		if seg.Time.After(last) {
 			last = seg.Time
 		}
+		if isTick(seg) {
+			// The assembler takes a tick as time passing: it flushes idle
+			// connections and opens none.
+			asm.Add(seg)
+			continue
+		}
+		n++
 		if res.First.IsZero() || seg.Time.Before(res.First) {
 			res.First = seg.Time
 		}

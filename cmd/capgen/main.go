@@ -61,8 +61,8 @@ func run(args []string) error {
 	}
 	if *targetMB > 0 {
 		mean := (cfg.BodyMin + cfg.BodyMax) / 2
-		// About 1.25 bodies per session on average, plus headers and handshakes.
-		per := float64(mean)*1.25*float64(gen.MSS+58)/gen.MSS + 2000
+		// About 0.95 bodies per session on average (some are refused, some sent twice), plus headers and handshakes.
+		per := float64(mean)*0.95*float64(gen.MSS+58)/gen.MSS + 2000
 		cfg.Sessions = int(float64(*targetMB) * 1e6 / per)
 	}
 	w := os.Stdout

@@ -1,0 +1,544 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/capture"
+	"github.com/expectscope/expectscope/reassembly"
+)
+
+// Sharding.
+//
+// The calling goroutine reads and decodes segments and appends each to the
+// current batch of the worker that owns its connection: shard =
+// symmetricHash(4-tuple) % workers, the same for both directions, so a
+// connection is reassembled in order by one worker. A batch holds up to
+// batchSegs segments whose payloads are copied into the batch's own arena
+// (Segment.Payload aliases the reader's buffer); batches are recycled
+// through a free list, so the reader can run at most batchesPerWorker
+// batches ahead of each worker and memory stays bounded.
+//
+// Time: every batch carries the reader's capture time when it was sent;
+// a worker ticks its assembler to that time after the batch, so idle
+// connections are flushed by capture time on every worker, whatever
+// traffic that worker itself sees. Source ticks (see Options.Workers)
+// send every worker's pending batch at once with the tick's time.
+//
+// Records: workers hand their records to one merging goroutine, which
+// calls Analyze.Emit (never concurrently). The order of Emit calls
+// depends on scheduling; callers that print sort the records (by
+// headers_end_at, then id: ids carry the packet number of the
+// connection's first segment, so they are the same for any worker count).
+//
+// Retries on another connection: the Analyzer links a request repeated
+// after a 417 by client IP, method, Host and target, across connections.
+// With sharding by 4-tuple the retry may land in another worker. Sharding
+// by client address instead would keep them together but would put a
+// capture of one client and one server (loopback, a single proxy) on
+// one core. So connections are sharded by 4-tuple and the merger links
+// what the workers could not: workers analyze with All (plain exchanges
+// are retry candidates; the merger drops them unless the caller asked
+// for All), a 417 negotiation a worker released as never retried is held
+// by the merger, and at the end it is linked to the earliest request with
+// the same identity that ended its headers within RetryWindow after the
+// 417 (and was not a retry already), as the Analyzer does within one
+// worker, with the same flags and a fresh diagnosis.
+const (
+	batchSegs        = 256
+	batchArena       = 512 << 10
+	batchesPerWorker = 8
+)
+
+type batch struct {
+	segs  []capture.Segment
+	arena []byte
+	now   time.Time // reader's capture time when the batch was sent
+}
+
+func (b *batch) reset() {
+	b.segs = b.segs[:0]
+	b.arena = b.arena[:0]
+}
+
+// add copies seg into the batch; false when the arena has no room.
+func (b *batch) add(seg *capture.Segment) bool {
+	if len(b.arena)+len(seg.Payload) > cap(b.arena) && len(b.segs) > 0 {
+		return false
+	}
+	b.segs = append(b.segs, *seg)
+	s := &b.segs[len(b.segs)-1]
+	s.Raw = nil // frames are not needed past the decoder
+	if len(seg.Payload) > cap(b.arena)-len(b.arena) {
+		s.Payload = slices.Clone(seg.Payload) // larger than an arena: rare
+		return true
+	}
+	off := len(b.arena)
+	b.arena = append(b.arena, seg.Payload...)
+	s.Payload = b.arena[off:len(b.arena):len(b.arena)]
+	return true
+}
+
+// shardOf is a symmetric hash of the 4-tuple: both directions of a
+// connection map to the same shard. It depends on the addresses alone,
+// so the assignment is the same on every run.
+func shardOf(src, dst netip.AddrPort, n int) int {
+	return int((mixAP(src) + mixAP(dst)) % uint64(n))
+}
+
+func mixAP(ap netip.AddrPort) uint64 {
+	a := ap.Addr().As16()
+	h := binary.LittleEndian.Uint64(a[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(a[8:])
+	h ^= uint64(ap.Port()) << 7
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 29
+	return h >> 1
+}
+
+// recMsg carries a worker's records (and, when done, its final state) to
+// the merger.
+type recMsg struct {
+	worker int
+	recs   []*analyze.Record
+	warns  []error
+	done   bool
+	asm    reassembly.Stats
+	an     analyze.Stats
+	err    error
+}
+
+type worker struct {
+	id    int
+	in    chan *batch
+	free  chan *batch
+	out   chan<- recMsg
+	asm   *reassembly.Assembler
+	an    *analyze.Analyzer
+	recs  []*analyze.Record
+	warns []error
+	now   time.Time
+
+	lastParseErr error
+	// stats is a snapshot for Progress, guarded by mu.
+	mu    *sync.Mutex
+	stats *analyze.Stats
+}
+
+func (w *worker) run(last *time.Time) {
+	var perr error
+	defer func() {
+		if p := recover(); p != nil {
+			perr = fmt.Errorf("internal error in worker %d: %v", w.id, p)
+			for b := range w.in { // keep the reader from blocking
+				b.reset()
+				w.free <- b
+			}
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil && perr == nil {
+					perr = fmt.Errorf("internal error in worker %d at the final flush: %v", w.id, p)
+				}
+			}()
+			w.asm.FlushAll(*last)
+			w.an.Flush()
+		}()
+		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+	}()
+	var tick capture.Segment
+	for b := range w.in {
+		for i := range b.segs {
+			s := &b.segs[i]
+			w.asm.Add(s)
+			if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
+				w.lastParseErr = pe
+				if w.an.Stats().ParseErrors <= 10 {
+					w.warns = append(w.warns, pe)
+				}
+			}
+		}
+		if b.now.After(w.now) {
+			w.now = b.now
+			tick.Time = b.now
+			w.asm.Add(&tick)
+		}
+		b.reset()
+		w.free <- b
+		if len(w.recs) > 0 || len(w.warns) > 0 {
+			w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns}
+			w.recs, w.warns = nil, nil
+		}
+		st := w.an.Stats()
+		w.mu.Lock()
+		*w.stats = st
+		w.mu.Unlock()
+	}
+}
+
+func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (res *Result, err error) {
+	res = &Result{}
+	acfg := opt.Analyze
+	userAll := acfg.All
+	userEmit := acfg.Emit
+	acfg.All = true // plain exchanges are retry candidates for the merger
+	rcfg := opt.Reassembly
+	// Per-worker shares of the global limits.
+	if rcfg.MaxConns <= 0 {
+		rcfg.MaxConns = reassembly.DefaultMaxConns
+	}
+	if rcfg.MaxBufferedTotal <= 0 {
+		rcfg.MaxBufferedTotal = reassembly.DefaultMaxBufferedTotal
+	}
+	rcfg.MaxConns = max(rcfg.MaxConns/nw, 1024)
+	rcfg.MaxBufferedTotal = max(rcfg.MaxBufferedTotal/nw, 1<<20)
+
+	out := make(chan recMsg, nw*4)
+	var last time.Time // written by the reader before the inputs close
+	var mu sync.Mutex
+	wstats := make([]analyze.Stats, nw)
+	workers := make([]*worker, nw)
+	cur := make([]*batch, nw)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &worker{id: i, in: make(chan *batch, batchesPerWorker), free: make(chan *batch, batchesPerWorker+1), out: out, mu: &mu, stats: &wstats[i]}
+		cfg := acfg
+		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
+		w.an = analyze.New(cfg)
+		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		for range batchesPerWorker {
+			w.free <- &batch{segs: make([]capture.Segment, 0, batchSegs), arena: make([]byte, 0, batchArena)}
+		}
+		cur[i] = <-w.free
+		workers[i] = w
+		wg.Add(1)
+		go func() { defer wg.Done(); w.run(&last) }()
+	}
+
+	// The merger.
+	mergeDone := make(chan struct{})
+	m := newMerger(acfg.RetryWindow, userAll, userEmit)
+	var warnings []error
+	var wErr error
+	go func() {
+		defer close(mergeDone)
+		done := 0
+		for msg := range out {
+			for _, r := range msg.recs {
+				m.add(r)
+			}
+			warnings = append(warnings, msg.warns...)
+			if msg.done {
+				res.Reassembly = addReasm(res.Reassembly, msg.asm)
+				res.Analyze = addAnalyze(res.Analyze, msg.an)
+				if msg.err != nil && wErr == nil {
+					wErr = msg.err
+				}
+				if done++; done == nw {
+					m.finish()
+					return
+				}
+			}
+		}
+	}()
+
+	warn := func(e error) {
+		res.Warnings = append(res.Warnings, e.Error())
+		if opt.Warn != nil {
+			opt.Warn(e)
+		}
+	}
+	send := func(i int, now time.Time) {
+		b := cur[i]
+		b.now = now
+		workers[i].in <- b
+		cur[i] = <-workers[i].free
+	}
+	var n uint64
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("internal error at packet %d: %v", src.Stats().Packets, p)
+			}
+		}()
+		for {
+			if n&1023 == 0 && ctx.Err() != nil {
+				break
+			}
+			seg, e := src.Next()
+			if e != nil {
+				if e == io.EOF {
+					break
+				}
+				var w *capture.Warning
+				warn(e)
+				if errors.As(e, &w) {
+					continue
+				}
+				break
+			}
+			if seg.Time.After(last) {
+				last = seg.Time
+			}
+			if isTick(seg) {
+				for i := range cur {
+					send(i, last)
+				}
+				continue
+			}
+			n++
+			if res.First.IsZero() || seg.Time.Before(res.First) {
+				res.First = seg.Time
+			}
+			i := shardOf(seg.Src, seg.Dst, nw)
+			if !cur[i].add(seg) {
+				send(i, last)
+				cur[i].add(seg)
+			}
+			if len(cur[i].segs) == batchSegs {
+				send(i, last)
+			}
+			if opt.Progress != nil && n&4095 == 0 {
+				mu.Lock()
+				var st analyze.Stats
+				for _, s := range wstats {
+					st = addAnalyze(st, s)
+				}
+				mu.Unlock()
+				opt.Progress(src.Stats(), st)
+			}
+		}
+	}()
+	for i, w := range workers {
+		b := cur[i]
+		b.now = last
+		w.in <- b
+		close(w.in)
+	}
+	wg.Wait()
+	<-mergeDone
+	for _, e := range warnings {
+		warn(e)
+	}
+	res.Capture = src.Stats()
+	res.Last = last
+	if err == nil && wErr != nil {
+		err = wErr
+	}
+	if err != nil {
+		return res, err
+	}
+	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
+		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
+	}
+	return res, nil
+}
+
+func addReasm(a, b reassembly.Stats) reassembly.Stats {
+	a.Connections += b.Connections
+	a.Evicted += b.Evicted
+	a.IdleFlushed += b.IdleFlushed
+	a.Retransmitted += b.Retransmitted
+	a.OutOfOrder += b.OutOfOrder
+	a.Overlaps += b.Overlaps
+	a.Conflicts += b.Conflicts
+	a.Gaps += b.Gaps
+	a.GapBytes += b.GapBytes
+	a.BufferedPeak += b.BufferedPeak // an upper bound: the peaks of workers need not coincide
+	a.DroppedBuffers += b.DroppedBuffers
+	return a
+}
+
+func addAnalyze(a, b analyze.Stats) analyze.Stats {
+	a.Connections += b.Connections
+	a.HTTPConnections += b.HTTPConnections
+	a.NonHTTP += b.NonHTTP
+	a.Requests += b.Requests
+	a.Responses += b.Responses
+	a.Negotiations += b.Negotiations
+	a.OrphanResponses += b.OrphanResponses
+	a.ParseErrors += b.ParseErrors
+	a.Gaps += b.Gaps
+	a.Resyncs += b.Resyncs
+	a.Tunnels += b.Tunnels
+	return a
+}
+
+// retryKey is the identity of "the same request", as the Analyzer keys it.
+type retryKey struct{ clientIP, method, host, target string }
+
+func keyOfRecord(r *analyze.Record) retryKey {
+	ip := r.Conn.Client
+	if ap, err := netip.ParseAddrPort(ip); err == nil {
+		ip = ap.Addr().String()
+	}
+	return retryKey{ip, r.Request.Method, r.Request.Host, r.Request.Target}
+}
+
+// merger emits the workers' records and links 417s to retries that
+// happened in another worker.
+type merger struct {
+	window time.Duration
+	all    bool
+	emit   func(*analyze.Record)
+	// cands are records not (yet) known as a retry, by identity.
+	cands map[retryKey][]*analyze.Record
+	// pending are 417 negotiations released as never retried.
+	pending []*analyze.Record
+	maxSeen time.Time
+	adds    int
+}
+
+func newMerger(window time.Duration, all bool, emit func(*analyze.Record)) *merger {
+	if window == 0 {
+		window = 30 * time.Second // analyze's default
+	}
+	if emit == nil {
+		emit = func(*analyze.Record) {}
+	}
+	return &merger{window: window, all: all, emit: emit, cands: map[retryKey][]*analyze.Record{}}
+}
+
+func unretried417(r *analyze.Record) bool {
+	return r.Type == analyze.TypeNegotiation && r.Final != nil && r.Final.Status == 417 && r.RetriedBy == nil && r.Request.Expect != ""
+}
+
+func (m *merger) add(r *analyze.Record) {
+	if r.Type != analyze.TypeNegotiation && r.Type != analyze.TypeExchange {
+		m.out(r)
+		return
+	}
+	if r.HeadersEndAt.After(m.maxSeen) {
+		m.maxSeen = r.HeadersEndAt
+	}
+	if r.RetryOf == nil {
+		k := keyOfRecord(r)
+		m.cands[k] = append(m.cands[k], r)
+	}
+	if unretried417(r) {
+		m.pending = append(m.pending, r) // emitted by finish
+	} else {
+		m.out(r)
+	}
+	if m.adds++; m.adds&4095 == 0 {
+		m.prune()
+	}
+}
+
+func (m *merger) out(r *analyze.Record) {
+	if r.Type == analyze.TypeExchange && !m.all {
+		return
+	}
+	m.emit(r)
+}
+
+// prune forgets candidates too old for any 417 still to come: a worker
+// releases a never-retried 417 once its capture time passed the 417 by
+// the retry window, and workers run close together in capture time.
+func (m *merger) prune() {
+	// 417s old enough that every retry must have been seen are linked and
+	// emitted now, so that a long (live) run does not hold them to the end.
+	if len(m.pending) > 0 && m.pending[0].Final.At.Before(m.maxSeen.Add(-2*m.window)) {
+		old := m.pending
+		m.pending = nil
+		var keep []*analyze.Record
+		for _, r := range old {
+			if r.Final.At.Before(m.maxSeen.Add(-2 * m.window)) {
+				m.pending = append(m.pending, r)
+			} else {
+				keep = append(keep, r)
+			}
+		}
+		m.resolve()
+		m.pending = keep
+	}
+	limit := m.maxSeen.Add(-3 * m.window)
+	for k, list := range m.cands {
+		i := 0
+		for i < len(list) && list[i].HeadersEndAt.Before(limit) && !pendingKey(m.pending, k) {
+			i++
+		}
+		if i == len(list) {
+			delete(m.cands, k)
+		} else if i > 0 {
+			m.cands[k] = slices.Clone(list[i:])
+		}
+	}
+}
+
+func pendingKey(p []*analyze.Record, k retryKey) bool {
+	for _, r := range p {
+		if keyOfRecord(r) == k {
+			return true
+		}
+	}
+	return false
+}
+
+// finish links the pending 417s, in the order of their 417, each to the
+// earliest candidate (by headers end, then id), and emits them.
+func (m *merger) finish() {
+	m.resolve()
+	clear(m.cands)
+}
+
+func (m *merger) resolve() {
+	byTime := func(a, b *analyze.Record) int {
+		if c := a.HeadersEndAt.Compare(b.HeadersEndAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	}
+	slices.SortFunc(m.pending, func(a, b *analyze.Record) int {
+		if c := a.Final.At.Compare(b.Final.At); c != 0 {
+			return c
+		}
+		return byTime(a, b)
+	})
+	for _, list := range m.cands {
+		slices.SortFunc(list, byTime)
+	}
+	for _, orig := range m.pending {
+		for _, c := range m.cands[keyOfRecord(orig)] {
+			if c == orig || c.RetryOf != nil || c.HeadersEndAt.Before(orig.Final.At) || c.HeadersEndAt.Sub(orig.Final.At) >= m.window {
+				continue
+			}
+			link(orig, c)
+			break
+		}
+		m.out(orig)
+	}
+	m.pending = nil
+}
+
+// link records that c repeated the request orig got a 417 for, with the
+// flags the Analyzer sets (RFC 9110 10.1.1).
+func link(orig, c *analyze.Record) {
+	id, cid := orig.ID, c.ID
+	orig.RetriedBy = &cid
+	c.RetryOf = &id
+	i := slices.Index(orig.Flags, analyze.FlagNoRetryAfter417)
+	if c.Request.Expect == "" {
+		if i >= 0 {
+			orig.Flags[i] = analyze.FlagRetriedWithoutExpect
+		} else {
+			orig.Flags = append(orig.Flags, analyze.FlagRetriedWithoutExpect)
+		}
+	} else if i >= 0 {
+		orig.Flags = slices.Delete(orig.Flags, i, i+1)
+	}
+	orig.Diagnosis = analyze.Diagnose(orig)
+	if c.Type == analyze.TypeNegotiation {
+		c.Diagnosis = analyze.Diagnose(c)
+	}
+}
