@@ -1,6 +1,6 @@
 //go:build e2e
 
-// Package e2e drives expectscope against a real nginx and real curl on
+// The e2e tests drive expectscope against a real nginx and real curl on
 // the loopback interface: live capture, the tcpdump pipe, and a soak.
 // Run it with e2e/run.sh (or go test -tags e2e ./e2e as root). Without
 // root, nginx, curl or tcpdump it skips, unless CI=true, where it fails.
@@ -78,6 +78,13 @@ func start(t *testing.T, cmd *exec.Cmd) *proc {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", cmd.Path, err)
+	}
+	if f := os.Getenv("E2E_PIDFILE"); f != "" {
+		// e2e/run.sh kills these groups if the test binary is killed.
+		if fh, err := os.OpenFile(f, os.O_APPEND|os.O_WRONLY, 0); err == nil {
+			fmt.Fprintln(fh, cmd.Process.Pid)
+			fh.Close()
+		}
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
@@ -451,6 +458,10 @@ func TestPipeStreams(t *testing.T) {
 	default:
 	}
 	curl(t, "-T", small, "-H", "Expect: 100-continue", base+"/small/pipe2")
+	// libpcap hands tcpdump its packets by the block, up to a second late.
+	waitFor(t, stdout, 10*time.Second, "the second record", func(s string) bool {
+		return strings.Contains(s, `"target":"/small/pipe2"`)
+	})
 	tdp.stop(t, syscall.SIGINT, 5*time.Second)
 	rdp.wait(t, 10*time.Second)
 	recs, sum := parse(t, []byte(stdout.String()))

@@ -183,12 +183,16 @@ func runLive(ctx context.Context, o *liveOptions, stdout, stderr io.Writer) erro
 	st := newRecordStream(stdout, format, o.all)
 	opt := pipeline.Options{
 		Analyze: analyze.Config{
-			All:         o.all,
+			All:         true, // exchanges feed the correlation of hops
 			NoWaitUnder: o.noWaitUnder,
 			Emit:        st.Emit,
 		},
 		Reassembly: reassembly.Config{IdleTimeout: o.idle},
 		Warn:       warn,
+		// One worker: the sharded pipeline hands segments over in batches,
+		// which would hold records back while traffic is light. A busy
+		// interface is spread over processes with --fanout instead.
+		Workers: 1,
 	}
 	// The source stops on ctx; the pipeline must drain and flush, so it
 	// runs on a context that is never cancelled.
@@ -209,7 +213,7 @@ func runLive(ctx context.Context, o *liveOptions, stdout, stderr io.Writer) erro
 	input["kernel_packets"] = ls.KernelPackets
 	input["kernel_drops"] = ls.KernelDrops
 	input["loopback_duplicates"] = ls.LoopbackDups
-	if err := st.Finish(input, warnings); err != nil {
+	if err := st.Finish(analyze.Correlate(st.All()), input, warnings); err != nil {
 		return &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
 	}
 	if runErr != nil && !errors.Is(runErr, pipeline.ErrNoInput) {
@@ -252,25 +256,33 @@ func describeFilter(o *liveOptions, spec capture.LiveOptions) string {
 }
 
 // recordStream writes records as the analysis decides them, one line
-// each (an ndjson object or a table line), and keeps them for the
-// summary at the end. It is safe for concurrent use: sharded pipelines
-// may emit from several goroutines.
+// each (an ndjson object or a table line), and keeps them for the hops
+// and the summary at the end. It is safe for concurrent use: sharded
+// pipelines may emit from several goroutines.
+//
+// To stream a command's output: st := newRecordStream(w, format, all);
+// optionally st.Match = filter.Match; set analyze.Config{All: true,
+// Emit: st.Emit}; run the pipeline; then
+// st.Finish(analyze.Correlate(st.All()), res.Counters(), res.Warnings).
 type recordStream struct {
-	mu      sync.Mutex
-	w       io.Writer
-	format  string
-	all     bool
+	mu     sync.Mutex
+	w      io.Writer
+	format string
+	all    bool
+	// Match, when set, selects the records printed and summarised.
+	Match   func(*analyze.Record) bool
 	enc     *json.Encoder
-	recs    []*analyze.Record
+	every   []*analyze.Record // all records, for correlation
+	shown   []*analyze.Record // the selected ones, as printed
 	header  bool
 	err     error
 	flusher interface{ Flush() error }
 }
 
 // newRecordStream returns a stream writing format (table or ndjson) to w.
-// With all false, exchanges (records without Expect) are kept for the
-// summary but not printed. If w has a Flush() error method it is called
-// after every record.
+// With all false, exchanges (records without Expect) are kept for
+// correlation but neither printed nor summarised. If w has a
+// Flush() error method it is called after every record.
 func newRecordStream(w io.Writer, format string, all bool) *recordStream {
 	s := &recordStream{w: w, format: format, all: all, enc: json.NewEncoder(w)}
 	s.enc.SetEscapeHTML(false)
@@ -284,8 +296,12 @@ func newRecordStream(w io.Writer, format string, all bool) *recordStream {
 func (s *recordStream) Emit(r *analyze.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.recs = append(s.recs, r)
-	if s.err != nil || (!s.all && r.Type != analyze.TypeNegotiation) {
+	s.every = append(s.every, r)
+	if !s.all && r.Type != analyze.TypeNegotiation || s.Match != nil && !s.Match(r) {
+		return
+	}
+	s.shown = append(s.shown, r)
+	if s.err != nil {
 		return
 	}
 	switch s.format {
@@ -333,31 +349,29 @@ func tableLine(r *analyze.Record) string {
 	return strings.TrimRight(line, " ")
 }
 
-// Finish writes the summary of everything emitted: an ndjson summary
-// object, or the summary tables.
-func (s *recordStream) Finish(input map[string]uint64, warnings []string) error {
+// Finish writes the hops (ndjson only) and the summary of the selected
+// records: an ndjson summary object, or the summary tables.
+func (s *recordStream) Finish(hops []*analyze.Hop, input map[string]uint64, warnings []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return s.err
 	}
-	recs := s.recs
-	if !s.all {
-		recs = nil
-		for _, r := range s.recs {
-			if r.Type == analyze.TypeNegotiation {
-				recs = append(recs, r)
-			}
-		}
-	}
-	c := report.Tally(recs)
+	c := report.Tally(s.shown)
+	c.Hops = len(hops)
 	c.Input = input
 	c.Warnings = warnings
 	var err error
 	if s.format == report.FormatNDJSON {
+		report.SortHops(hops)
+		for _, h := range hops {
+			if err = s.enc.Encode(h); err != nil {
+				return err
+			}
+		}
 		err = s.enc.Encode(c)
 	} else {
-		if len(s.recs) > 0 {
+		if len(s.shown) > 0 {
 			fmt.Fprintln(s.w)
 		}
 		err = report.WriteCounts(s.w, c)
@@ -368,9 +382,67 @@ func (s *recordStream) Finish(input map[string]uint64, warnings []string) error 
 	return err
 }
 
-// Records returns what was emitted so far, in emission order.
-func (s *recordStream) Records() []*analyze.Record {
+// All returns every record emitted so far (exchanges included), for
+// correlation.
+func (s *recordStream) All() []*analyze.Record {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.recs
+	return s.every
+}
+
+// Shown returns the records printed so far (for --fail-on).
+func (s *recordStream) Shown() []*analyze.Record {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shown
+}
+
+// streams reports whether read should stream: standard input alone, a
+// format that can stream, and nothing that needs every record first
+// (ladders, --summary alone, --since/--until offsets from the first record).
+func (o *readOptions) streams(args []string, format string) bool {
+	return len(args) == 1 && args[0] == "-" &&
+		(format == report.FormatNDJSON || format == report.FormatTable) &&
+		o.ladder == "" && !o.summary && o.since == "" && o.until == ""
+}
+
+// runReadStream is read for a pipe (tcpdump -U -w - | expectscope read -):
+// each record is written as soon as it is decided, not at end of input;
+// hops and the summary follow at the end. It honours the record filters
+// and --fail-on.
+func runReadStream(ctx context.Context, src capture.Source, o *readOptions, format string, stdout, stderr io.Writer) error {
+	f, err := o.filter(time.Time{})
+	if err != nil {
+		return err
+	}
+	st := newRecordStream(stdout, format, o.all)
+	st.Match = f.Match
+	warn := func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) }
+	opt := pipeline.Options{
+		Analyze: analyze.Config{
+			All:            true, // upstream legs often carry no Expect: correlation needs them
+			NoWaitUnder:    o.noWaitUnder,
+			MaxHeaderBytes: o.maxHeader,
+			Emit:           st.Emit,
+		},
+		Warn:    warn,
+		Workers: 1, // batches of the sharded pipeline would hold records back
+	}
+	res, runErr := pipeline.Run(ctx, src, opt)
+	var input map[string]uint64
+	var warnings []string
+	if res != nil {
+		input = res.Counters()
+		warnings = res.Warnings
+	}
+	if err := st.Finish(analyze.Correlate(st.All()), input, warnings); err != nil {
+		return &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
+	}
+	if runErr != nil {
+		return &exitError{exitInput, runErr}
+	}
+	if matchesFailOn(st.Shown(), o.failOn) {
+		return &exitError{code: exitFindings}
+	}
+	return nil
 }
