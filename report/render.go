@@ -281,28 +281,6 @@ func cut(s string, n int) string {
 	return Truncate(Escape(s), n)
 }
 
-// hopSection is the table of proxy hops.
-func hopSection(hops []*analyze.Hop) section {
-	s := section{
-		title:  "Hops",
-		header: []string{"intermediary", "downstream", "upstream", "changes", "lost", "wasted bytes"},
-		multi:  4,
-	}
-	for _, h := range hops {
-		wasted := "-"
-		if h.WastedBytes > 0 {
-			wasted = fmt.Sprint(h.WastedBytes)
-		}
-		s.rows = append(s.rows, []string{
-			h.Intermediary,
-			fmt.Sprintf("%s %s -> %s", h.Downstream.ID, h.Downstream.Client, h.Downstream.Server),
-			fmt.Sprintf("%s %s -> %s", h.Upstream.ID, h.Upstream.Client, h.Upstream.Server),
-			strings.Join(h.Changes, "\n"), fmtMs(h.LostMs), wasted,
-		})
-	}
-	return s
-}
-
 // cell renders one cell of s for a style: everything is escaped (wire
 // columns of the table style were escaped by cut already, before they
 // were shortened), then made safe for markdown or csv. The lines of the
@@ -459,7 +437,7 @@ func WriteTable(w io.Writer, out *Output) error {
 		}
 	}
 	if len(out.Hops) > 0 {
-		s := hopSection(out.Hops)
+		s := intermediarySection(out.Hops, out.Records)
 		if err := s.writeTable(w); err != nil {
 			return err
 		}
@@ -494,7 +472,7 @@ func WriteMarkdown(w io.Writer, out *Output) error {
 		}
 	}
 	if len(out.Hops) > 0 {
-		s := hopSection(out.Hops)
+		s := intermediarySection(out.Hops, out.Records)
 		s.writeMarkdown(w)
 	}
 	if out.Summary != nil {

@@ -237,7 +237,7 @@ func WriteCSV(w io.Writer, out *Output) error {
 		return err
 	}
 	if len(out.Hops) > 0 {
-		hs := hopSection(out.Hops)
+		hs := intermediarySection(out.Hops, out.Records)
 		cw.Write(nil)
 		if err := cw.WriteAll(hs.csvRows(true)); err != nil {
 			return err
