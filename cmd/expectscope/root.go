@@ -50,6 +50,7 @@ type outputOptions struct {
 	summary bool
 	ladder  string
 	failOn  []string
+	html    string
 
 	verdicts, flags, servers, clients, hosts []string
 	since, until                             string
@@ -63,6 +64,7 @@ func (o *outputOptions) register(f *pflag.FlagSet) {
 	f.BoolVar(&o.summary, "summary", false, "print only the summary (verdicts, flags, per server, per client, waits, time lost, bytes in vain)")
 	f.StringVar(&o.ladder, "ladder", "", "draw ladder diagrams: bare --ladder for every flagged or non-continued negotiation, --ladder=ID (or --ladder ID) for one")
 	f.Lookup("ladder").NoOptDefVal = ladderAll
+	f.StringVar(&o.html, "html", "", "also write a self-contained HTML report (summary, timeline, ladders, table) to this file")
 	f.StringSliceVar(&o.failOn, "fail-on", nil, "exit 3 when a selected negotiation has one of these verdicts or flags")
 	f.StringSliceVar(&o.verdicts, "verdict", nil, "select negotiations with one of these verdicts")
 	f.StringSliceVar(&o.flags, "flag", nil, "select negotiations with one of these flags")
@@ -164,6 +166,9 @@ func (o *outputOptions) render(w io.Writer, format string, all []*analyze.Record
 	sel.Summary.Hops = len(sel.Hops)
 	sel.Summary.Input = input
 	sel.Summary.Warnings = warnings
+	if err := writeHTMLFile(o.html, sel, all); err != nil {
+		return sel, err
+	}
 	var werr error
 	switch {
 	case o.ladder != "":
