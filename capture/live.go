@@ -60,7 +60,7 @@ type LiveStats struct {
 // Errors of OpenLive, for errors.Is.
 var (
 	// ErrPermission means the process may not open a packet socket.
-	ErrPermission = errors.New("permission denied: live capture needs the CAP_NET_RAW capability (run as root, or: sudo setcap cap_net_raw+ep $(which expectscope))")
+	ErrPermission = errors.New("permission denied: live capture needs the CAP_NET_RAW capability")
 	// ErrNoInterface means the interface does not exist; the error
 	// wrapping it names the ones that do.
 	ErrNoInterface = errors.New("no such interface")

@@ -226,7 +226,7 @@ func runLive(ctx context.Context, o *liveOptions, stdout, stderr io.Writer) erro
 func liveOpenError(err error) error {
 	switch {
 	case errors.Is(err, capture.ErrPermission):
-		return fmt.Errorf("%w\n  (or run it as root; the capability is needed to open an AF_PACKET socket)", err)
+		return fmt.Errorf("%w to open a packet socket: run as root, or grant it once with\n  sudo setcap cap_net_raw+ep $(which expectscope)", err)
 	}
 	return err
 }
