@@ -516,7 +516,7 @@ var knownTimers = []struct {
 }
 
 const (
-	chartW, chartH                 = 1240, 420
+	chartW, chartH                 = 1240, 446
 	chartL, chartR, chartT, chartB = 78, 1080, 16, 372
 	chartYMin                      = 0.01 // ms, the floor of the log scale
 	naBand                         = 16   // px below the plot for "not measured"
