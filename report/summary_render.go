@@ -55,7 +55,9 @@ func headline(c *Counts) string {
 func fmtSeconds(ms float64) string { return fmt.Sprintf("%.3f s", ms/1000) }
 
 // summarySections lays the summary out as tables, the same for every
-// text format.
+// text format. No column is marked wire: wire means escaped in advance
+// (by cut), and the Host and User-Agent values here are raw, so cell
+// escapes them in every style.
 func summarySections(c *Counts) []section {
 	var out []section
 	if c.Negotiations > 0 {
@@ -103,7 +105,7 @@ func summarySections(c *Counts) []section {
 		return s
 	}
 	if len(c.Servers) > 0 {
-		out = append(out, groupRows("Servers", "server host", c.Servers, map[int]bool{1: true}, func(g *Group) []string {
+		out = append(out, groupRows("Servers", "server host", c.Servers, nil, func(g *Group) []string {
 			return []string{g.Endpoint, g.Host}
 		}))
 	}
@@ -113,7 +115,7 @@ func summarySections(c *Counts) []section {
 		}))
 	}
 	if len(c.Timeouts) > 0 {
-		s := section{title: "Client timers that fired", header: []string{"client", "timer", "count", "median wait", "user-agents"}, wire: map[int]bool{4: true}, multi: 5}
+		s := section{title: "Client timers that fired", header: []string{"client", "timer", "count", "median wait", "user-agents"}, multi: 5}
 		for _, t := range c.Timeouts {
 			timer := "unknown"
 			if t.TimerMs > 0 {
