@@ -397,6 +397,11 @@ func (c *conn) feedResponse(b []byte, at time.Time) {
 		case stHead:
 			if len(d.buf) == 0 && !startsResponse(b) {
 				d.state = stHunt
+				if c.http {
+					// A response without a status line on a connection
+					// already speaking HTTP: malformed, counted (RFC 9112 4).
+					c.parseError(d, parseErr(ErrBadStatusLine, b))
+				}
 				continue
 			}
 			block, rest, ok, err := c.readHead(d, b)

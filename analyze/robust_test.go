@@ -142,3 +142,29 @@ func TestShortNonHTTPCounted(t *testing.T) {
 		}
 	}
 }
+
+// TestResponseWithoutStatusLine: header fields where a status line must
+// start, on a connection already speaking HTTP, are a counted parse
+// error; the request stays unanswered and the next response still pairs.
+func TestResponseWithoutStatusLine(t *testing.T) {
+	var recs []*Record
+	a := New(Config{All: true, Emit: func(r *Record) { recs = append(recs, r) }})
+	s := a.New(reassembly.ConnInfo{
+		A: netip.MustParseAddrPort("10.0.0.1:40000"), B: netip.MustParseAddrPort("10.0.0.2:80"),
+		Handshake: true, FirstSeen: t0, FirstPacket: 1,
+	})
+	s.Data(reassembly.SideA, []byte(putExpect), at(0))
+	s.Data(reassembly.SideB, []byte("Content-Length: 0\r\nServer: odd\r\n\r\n"), at(1))
+	s.Data(reassembly.SideA, []byte("0123456789"), at(1000))
+	s.Data(reassembly.SideB, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), at(1001))
+	s.Close(reassembly.EndFIN, at(1002))
+	if st := a.Stats(); st.ParseErrors != 1 {
+		t.Errorf("parse errors %d", st.ParseErrors)
+	}
+	if a.LastParseError() == nil || !errors.Is(a.LastParseError(), ErrBadStatusLine) {
+		t.Errorf("last error %v", a.LastParseError())
+	}
+	if len(recs) != 1 || recs[0].Final == nil || recs[0].Final.Status != 200 {
+		t.Fatalf("records %+v", recs)
+	}
+}
