@@ -260,6 +260,10 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 		return &exitError{exitInput, err}
 	}
 	defer src.Close()
+	// A pipe streams: records come out while the capture runs.
+	if o.streams(args, format) {
+		return runReadStream(cmd.Context(), src, o, format, stdout, stderr)
+	}
 	var recs []*analyze.Record
 	// Exchanges are kept for ladders (a hop's upstream leg may carry no
 	// Expect); they are printed only with --all.
