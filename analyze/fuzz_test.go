@@ -364,6 +364,7 @@ func runScript(t *testing.T, handshake bool, prog []byte) {
 	s := a.New(info)
 	now := t0
 	closed := false
+	var ended [2]bool // the Stream contract: no Data or Gap on a side after its End
 	for len(prog) > 0 && !closed {
 		op := prog[0]
 		prog = prog[1:]
@@ -377,7 +378,7 @@ func runScript(t *testing.T, handshake bool, prog []byte) {
 			n := min(int(prog[0]), len(prog)-1)
 			b := bytes.Clone(prog[1 : 1+n])
 			prog = prog[1+n:]
-			if n > 0 {
+			if n > 0 && !ended[side] {
 				s.Data(side, b, now)
 				clear(b) // the assembler reuses its buffers
 			}
@@ -387,9 +388,14 @@ func runScript(t *testing.T, handshake bool, prog []byte) {
 				n = int64(prog[0])
 				prog = prog[1:]
 			}
-			s.Gap(side, n, now)
+			if !ended[side] {
+				s.Gap(side, n, now)
+			}
 		case opCFin, opSFin:
-			s.End(side, reassembly.EndFIN, now)
+			if !ended[side] {
+				s.End(side, reassembly.EndFIN, now)
+				ended[side] = true
+			}
 		case opRST:
 			s.End(side, reassembly.EndRST, now)
 			s.Close(reassembly.EndRST, now)

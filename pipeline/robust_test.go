@@ -22,6 +22,7 @@ import (
 	"github.com/expectscope/expectscope/analyze"
 	"github.com/expectscope/expectscope/capture"
 	"github.com/expectscope/expectscope/pipeline"
+	"github.com/expectscope/expectscope/reassembly"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 )
@@ -756,4 +757,121 @@ func BenchmarkSYNFlood1M(b *testing.B) {
 		mib, _ := floodHeap(b, 1000000)
 		b.ReportMetric(mib, "peak-MiB")
 	}
+}
+
+// FuzzPipeline sends a client byte string and a server byte string over
+// one connection, cut into segments at fuzz-chosen sizes, captured in a
+// fuzz-chosen order with some segments lost, duplicated or cut by
+// snaplen, through reassembly into the analysis: no panic, no record
+// twice, never more records than requests.
+func FuzzPipeline(f *testing.F) {
+	seeds := [][2]string{
+		{putHead + body10, cont + okResp},
+		{"GET /a HTTP/1.1\r\nHost: h\r\n\r\n" + putHead + body10, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc" + cont + okResp},
+		{putHead + "PUT /up HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n" + body10, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\nHTTP/1.1 400 Bad\r\nConnection: close\r\n\r\n"},
+		{"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n5\r\nhello\r\n0\r\n\r\n", cont + "HTTP/1.1 204 No Content\r\n\r\n"},
+	}
+	for i, s := range seeds {
+		f.Add([]byte(s[0]), []byte(s[1]), uint64(i*7919+1), uint8(i))
+	}
+	// Payloads of a shipped capture, client and server concatenated.
+	if data, err := os.ReadFile("../testdata/corpus/direct/raw-pipelined-expect.pcap.gz"); err == nil {
+		if zr, err := gzip.NewReader(bytes.NewReader(data)); err == nil {
+			raw, _ := io.ReadAll(zr)
+			if src, err := capture.Open([]string{"-"}, capture.Options{Stdin: bytes.NewReader(raw)}); err == nil {
+				var cl, sv []byte
+				for {
+					seg, err := src.Next()
+					if err != nil {
+						break
+					}
+					if seg.Dst.Port() < seg.Src.Port() {
+						cl = append(cl, seg.Payload...)
+					} else {
+						sv = append(sv, seg.Payload...)
+					}
+				}
+				f.Add(cl, sv, uint64(42), uint8(0))
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, cdata, sdata []byte, seed uint64, mode uint8) {
+		if len(cdata)+len(sdata) > 64<<10 {
+			return
+		}
+		rnd := rand.New(rand.NewPCG(seed, uint64(mode)))
+		c, s := netip.MustParseAddrPort(cliAddr), netip.MustParseAddrPort(srvAddr)
+		type pk struct {
+			seg capture.Segment
+		}
+		var pks []pk
+		now := rt0
+		add := func(src, dst netip.AddrPort, seq uint32, flags uint8, payload []byte) {
+			now = now.Add(time.Duration(rnd.IntN(2000)) * time.Microsecond)
+			pks = append(pks, pk{capture.Segment{Time: now, Src: src, Dst: dst, Seq: seq, Flags: flags | capture.FlagACK,
+				Payload: payload, WireLen: len(payload), Packet: uint64(len(pks) + 1)}})
+		}
+		cisn, sisn := rnd.Uint32(), rnd.Uint32()
+		if mode&1 != 0 {
+			add(c, s, cisn, capture.FlagSYN, nil)
+			add(s, c, sisn, capture.FlagSYN, nil)
+		}
+		cseq, sseq := cisn+1, sisn+1
+		// Interleave the two directions in chunks of random sizes.
+		for len(cdata) > 0 || len(sdata) > 0 {
+			fromClient := len(sdata) == 0 || len(cdata) > 0 && rnd.IntN(2) == 0
+			d, seq := &cdata, &cseq
+			src, dst := c, s
+			if !fromClient {
+				d, seq, src, dst = &sdata, &sseq, s, c
+			}
+			n := min(len(*d), 1+rnd.IntN(300))
+			add(src, dst, *seq, 0, (*d)[:n])
+			*seq += uint32(n)
+			*d = (*d)[n:]
+		}
+		if mode&2 != 0 {
+			add(c, s, cseq, capture.FlagFIN, nil)
+			add(s, c, sseq, capture.FlagFIN, nil)
+		}
+		// Disorder: swaps, losses, duplicates with other bytes, snaplen cuts.
+		for i := range pks {
+			switch r := rnd.IntN(40); {
+			case r < 4 && i+1 < len(pks):
+				pks[i], pks[i+1] = pks[i+1], pks[i]
+			case r == 4:
+				pks[i].seg.Payload = nil // lost: becomes a hole
+				pks[i].seg.Flags = capture.FlagACK
+			case r == 5 && len(pks[i].seg.Payload) > 1:
+				cut := rnd.IntN(len(pks[i].seg.Payload))
+				pks[i].seg.Payload = pks[i].seg.Payload[:cut]
+				pks[i].seg.Truncated = true
+			case r == 6:
+				dup := pks[i]
+				dup.seg.Payload = bytes.ToUpper(dup.seg.Payload)
+				pks = append(pks, dup)
+			}
+		}
+		seen := map[string]bool{}
+		an := analyze.New(analyze.Config{All: true, MaxHeaderBytes: 4096, Emit: func(r *analyze.Record) {
+			if seen[r.ID] {
+				t.Fatalf("record %s twice", r.ID)
+			}
+			seen[r.ID] = true
+		}})
+		asm := reassembly.NewAssembler(an, reassembly.Config{MaxBufferedPerConn: 8 << 10, MaxBufferedTotal: 16 << 10})
+		var last time.Time
+		for i := range pks {
+			seg := pks[i].seg
+			if seg.Time.After(last) {
+				last = seg.Time
+			}
+			asm.Add(&seg)
+		}
+		asm.FlushAll(last)
+		an.Flush()
+		if st := an.Stats(); uint64(len(seen)) != st.Requests {
+			t.Fatalf("%d records for %d requests", len(seen), st.Requests)
+		}
+	})
 }
