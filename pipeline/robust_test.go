@@ -875,3 +875,43 @@ func FuzzPipeline(f *testing.F) {
 		}
 	})
 }
+
+// TestMutatedCorpus flips random bytes of shipped captures (headers,
+// lengths, TCP fields, HTTP text alike): the pipeline may warn or find
+// nothing, but never trips its last-resort recover. EXPECTSCOPE_MUTATIONS
+// sets the number of mutants per capture (default 40).
+func TestMutatedCorpus(t *testing.T) {
+	n := 40
+	if v := os.Getenv("EXPECTSCOPE_MUTATIONS"); v != "" {
+		fmt.Sscan(v, &n)
+	}
+	files, _ := filepath.Glob("../testdata/corpus/*/*.pcap*.gz")
+	if len(files) > 8 && os.Getenv("EXPECTSCOPE_MUTATIONS") == "" {
+		files = files[:8]
+	}
+	rnd := rand.New(rand.NewPCG(7, 7))
+	for _, path := range files {
+		data := gunzipFile(t, path)
+		for i := 0; i < n; i++ {
+			m := bytes.Clone(data)
+			for k := 1 + rnd.IntN(20); k > 0; k-- {
+				p := rnd.IntN(len(m))
+				switch rnd.IntN(4) {
+				case 0:
+					m[p] ^= byte(1 << rnd.IntN(8))
+				case 1:
+					m[p] = 0xff
+				case 2:
+					m[p] = 0
+				case 3:
+					m = m[:max(p, 24)] // a cut too
+				}
+			}
+			o := runData(t, m, pipeline.Options{})
+			if o.err != nil && strings.Contains(o.err.Error(), "internal error") {
+				os.WriteFile(filepath.Join(t.TempDir(), "mutant.pcap"), m, 0o644)
+				t.Fatalf("%s mutant %d: %v", filepath.Base(path), i, o.err)
+			}
+		}
+	}
+}
