@@ -301,17 +301,23 @@ func TestReadHostile(t *testing.T) {
 }
 
 // TestOutputEscapesWire: a request target carrying ESC[2J, other C0
-// controls, DEL, C1 and a bidi override never reaches the output raw in
-// table, markdown or csv; a csv cell cannot start a formula.
+// controls, DEL, C1, a bidi override and markup never reaches the output
+// raw in table, markdown, csv or the html report; a csv cell cannot start
+// a formula.
 func TestOutputEscapesWire(t *testing.T) {
-	target := "/x\x1b[2J\x1b]0;pwn\x07\x08\x7f\u202e\u009b31m"
+	target := "/x\x1b[2J\x1b]0;pwn\x07\x08\x7f\u202e\u009b31m<script>alert(1)</script>"
 	b := newCap(t, 0)
 	b.exchange("10.0.0.1:40000",
 		"PUT "+target+" HTTP/1.1\r\nHost: h\x1b[31m\r\nUser-Agent: =HYPERLINK(\"http://e\")\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n",
 		cont, body10, "HTTP/1.1 200 OK\x1b[2J\r\nServer: \x1b[5mevil\r\nContent-Length: 0\r\n\r\n")
-	for _, format := range []string{"table", "markdown", "csv"} {
+	for _, format := range []string{"table", "markdown", "csv", "html"} {
 		t.Run(format, func(t *testing.T) {
-			r, _ := readFile(t, b.buf.Bytes(), "--format", format)
+			dir := t.TempDir()
+			args := []string{"--format", format}
+			if format == "html" {
+				args = []string{"--format", "table", "--html", filepath.Join(dir, "r.html")}
+			}
+			r, _ := readFile(t, b.buf.Bytes(), args...)
 			if r.code != exitOK {
 				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 			}
@@ -326,6 +332,20 @@ func TestOutputEscapesWire(t *testing.T) {
 			for _, bad := range []string{"\u202e", "\u009b"} {
 				if strings.Contains(r.stdout, bad) {
 					t.Errorf("raw %q in output", bad)
+				}
+			}
+			if format == "html" {
+				data, err := os.ReadFile(filepath.Join(dir, "r.html"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(data), "/x") {
+					t.Fatal("the html report lacks the negotiation")
+				}
+				for _, bad := range []string{"<script>alert", "\x1b", "\u202e"} {
+					if strings.Contains(string(data), bad) {
+						t.Errorf("html report holds raw %q", bad)
+					}
 				}
 			}
 			if format == "csv" {
