@@ -679,6 +679,34 @@ func TestConflictingOverlap(t *testing.T) {
 	}
 }
 
+// TestConflictingRetransmission: a retransmission of delivered bytes
+// that carries other bytes counts as a conflicting overlap; the copy
+// captured first (delivered) wins.
+func TestConflictingRetransmission(t *testing.T) {
+	for _, differ := range []bool{false, true} {
+		b := newCap(t, 0)
+		f := b.conn(cliAddr, srvAddr, 1000, 5000)
+		seq := f.cseq
+		f.c2s(time.Millisecond, putHead)
+		again := putHead
+		if differ {
+			again = strings.Replace(putHead, "100-continue", "100-xxxxxxxx", 1)
+		}
+		b.packet(time.Millisecond, f.c, f.s, seq, f.sseq, capture.FlagACK, []byte(again))
+		f.s2c(time.Millisecond, cont)
+		f.c2s(time.Millisecond, body10)
+		f.s2c(time.Millisecond, okResp)
+		f.fin()
+		o := runData(t, b.bytes(), pipeline.Options{})
+		if got := o.counter("conflicting_overlaps"); (got > 0) != differ {
+			t.Errorf("differ=%v: conflicting_overlaps %d", differ, got)
+		}
+		if ng := o.negotiations(); len(ng) != 1 || ng[0].Request.Expect != "100-continue" || ng[0].Verdict != analyze.Continued {
+			t.Errorf("differ=%v: first copy should win: %v", differ, ng)
+		}
+	}
+}
+
 // synFlood writes n SYNs from distinct ports, never answered.
 func synFlood(t testing.TB, n int) []byte {
 	b := newCap(t, 0)

@@ -2,6 +2,7 @@ package reassembly
 
 import (
 	"bytes"
+	"hash/crc32"
 	"net/netip"
 	"slices"
 	"time"
@@ -95,8 +96,11 @@ type dir struct {
 	next   uint32 // next sequence number to deliver
 	isn    uint32
 	finSeq uint32
-	flags  uint8
-	ooo    *oooBuf // nil until out-of-order data or a pending FIN needs it
+	// The last segment delivered whole and in order, by its CRC-32, so that
+	// a retransmission of it that carries other bytes counts as a conflict.
+	lastSeq, lastLen, lastSum uint32
+	flags                     uint8
+	ooo                       *oooBuf // nil until out-of-order data or a pending FIN needs it
 }
 
 func (d *dir) buffered() int {
@@ -169,8 +173,9 @@ type conn struct {
 //
 // Overlaps: first copy wins. Bytes before the next expected sequence number
 // have been delivered and are dropped (Retransmitted, or Overlaps for the
-// part of a segment that also carries new bytes); they are not compared,
-// since delivered bytes are not kept. Out-of-order bytes are copied into a
+// part of a segment that also carries new bytes); delivered bytes are not
+// kept, but a whole retransmission of the last segment delivered in order
+// is compared by CRC-32 and counts as a Conflict when it differs. Out-of-order bytes are copied into a
 // per-direction buffer of non-overlapping chunks; a later segment that
 // covers held bytes is trimmed to the bytes not held, and differing
 // bytes in the covered part count as Conflicts (also when an in-order
@@ -474,14 +479,20 @@ func (a *Assembler) data(c *conn, s Side, seq uint32, b []byte, gapAfter uint32,
 	for !c.closed && d.flags&dirEnded == 0 {
 		if seqLE(end, d.next) {
 			// Entirely delivered already (retransmission or duplicate).
-			// First copy wins: delivered bytes are not compared.
+			// First copy wins: delivered bytes are not kept, but a copy of
+			// the last in-order segment is compared by its checksum.
 			a.stats.Retransmitted++
+			if len(b) > 0 && gapAfter == 0 && seq == d.lastSeq && uint32(len(b)) == d.lastLen && crc32.ChecksumIEEE(b) != d.lastSum {
+				a.stats.Conflicts++
+			}
 			return
 		}
 		if seqLE(seq, d.next) {
 			p := piece{seq: seq, end: capEnd, data: b, at: t}
 			if seq != d.next {
 				p.overlap = true
+			} else if gapAfter == 0 {
+				d.lastSeq, d.lastLen, d.lastSum = seq, uint32(len(b)), crc32.ChecksumIEEE(b)
 			}
 			a.release(c, s, end, t, &p)
 			if p.overlap {
