@@ -397,7 +397,13 @@ type merger struct {
 	pending []*analyze.Record
 	maxSeen time.Time
 	adds    int
+	// fifo bounds cands: the oldest candidates are forgotten beyond
+	// maxCands (a flood of requests degrades cross-worker linking, not memory).
+	fifo []*analyze.Record
 }
+
+// maxCands bounds the retry candidates the merger remembers.
+const maxCands = 1 << 16
 
 func newMerger(window time.Duration, all bool, emit func(*analyze.Record)) *merger {
 	if window == 0 {
@@ -424,6 +430,12 @@ func (m *merger) add(r *analyze.Record) {
 	if r.RetryOf == nil {
 		k := keyOfRecord(r)
 		m.cands[k] = append(m.cands[k], r)
+		m.fifo = append(m.fifo, r)
+		if len(m.fifo) > maxCands {
+			m.forget(m.fifo[0])
+			m.fifo[0] = nil
+			m.fifo = m.fifo[1:]
+		}
 	}
 	if unretried417(r) {
 		m.pending = append(m.pending, r) // emitted by finish
@@ -473,6 +485,22 @@ func (m *merger) prune() {
 		} else if i > 0 {
 			m.cands[k] = slices.Clone(list[i:])
 		}
+	}
+	if len(m.cands) == 0 {
+		m.fifo = nil
+	}
+}
+
+func (m *merger) forget(r *analyze.Record) {
+	k := keyOfRecord(r)
+	list := m.cands[k]
+	if i := slices.Index(list, r); i >= 0 {
+		list = slices.Delete(list, i, i+1)
+	}
+	if len(list) == 0 {
+		delete(m.cands, k)
+	} else {
+		m.cands[k] = list
 	}
 }
 
