@@ -146,10 +146,20 @@ func (a *Analyzer) newConn(info reassembly.ConnInfo) *conn {
 		c.rolesKnown = true
 		c.client = reassembly.SideA
 	}
-	c.dirs[0].budget = a.cfg.HuntBudget
-	c.dirs[1].budget = a.cfg.HuntBudget
+	budget := a.cfg.HuntBudget
+	if info.Handshake {
+		// Seen from its first byte, an HTTP connection starts with a message
+		// or after a short prefix (SOCKS, PROXY protocol): TLS and other
+		// protocols are given up after this much instead of a full budget.
+		budget = min(budget, handshakeHuntBudget)
+	}
+	c.dirs[0].budget = budget
+	c.dirs[1].budget = budget
 	return c
 }
+
+// handshakeHuntBudget bounds hunting on a connection seen from its SYN.
+const handshakeHuntBudget = 16 << 10
 
 // Flush ends the analysis: negotiations still waiting for a retry are
 // emitted as never retried. Call it after the assembler's FlushAll.

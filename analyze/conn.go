@@ -224,6 +224,9 @@ func (c *conn) parseError(d *dir, err error) {
 	c.a.lastErr = fmt.Errorf("connection %s -> %s: %w", c.clientAddr(), c.serverAddr(), err)
 	d.state = stHunt
 	d.buf = d.buf[:0]
+	// It looked like HTTP: hunt past an oversized or broken message (a
+	// header bomb) further than past bytes that never did.
+	d.budget = max(d.budget, 4*c.a.cfg.HuntBudget)
 }
 
 // feedRequest runs the client-side parser over b.
