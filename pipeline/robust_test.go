@@ -354,7 +354,7 @@ func TestTruncatedCorpus(t *testing.T) {
 			}
 			cuts = append(cuts, cut{len(data), len(offs), false})
 			for _, c := range cuts {
-				o := runData(t, data[:c.at], pipeline.Options{})
+				o := runData(t, data[:c.at], pipeline.Options{Workers: 1 + c.at%3})
 				if c.kept == 0 && !c.mid {
 					continue // a bare header: nothing to check but no panic
 				}
@@ -633,18 +633,21 @@ func TestHostileCaptures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newCap(t, tt.snap)
 			tt.build(b)
-			o := runData(t, b.bytes(), pipeline.Options{})
-			if o.err != nil {
-				t.Fatalf("error %v", o.err)
-			}
-			seen := map[string]bool{}
-			for _, r := range o.recs {
-				if seen[r.ID] {
-					t.Errorf("record %s twice", r.ID)
+			// One analysis, and the sharded one read uses on several cores.
+			for _, workers := range []int{1, 4} {
+				o := runData(t, b.bytes(), pipeline.Options{Workers: workers})
+				if o.err != nil {
+					t.Fatalf("workers %d: error %v", workers, o.err)
 				}
-				seen[r.ID] = true
+				seen := map[string]bool{}
+				for _, r := range o.recs {
+					if seen[r.ID] {
+						t.Errorf("record %s twice", r.ID)
+					}
+					seen[r.ID] = true
+				}
+				tt.check(t, o)
 			}
-			tt.check(t, o)
 		})
 	}
 }
