@@ -23,6 +23,7 @@ targets="
 ./analyze FuzzChunked
 ./analyze FuzzConn
 ./pipeline FuzzPipeline
+./report FuzzEscape
 "
 if [ $# -eq 2 ]; then
 	targets="$1 $2"
