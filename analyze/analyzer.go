@@ -60,6 +60,9 @@ type Stats struct {
 	Gaps            uint64 `json:"gaps"`
 	Resyncs         uint64 `json:"resyncs"`
 	Tunnels         uint64 `json:"tunnels"`
+	// RetryWaitsDropped counts 417 negotiations released before the end of
+	// their retry window because too many were waiting (maxAwait).
+	RetryWaitsDropped uint64 `json:"retry_waits_dropped"`
 }
 
 // Analyzer is a reassembly.StreamFactory: one per capture (or per
@@ -69,10 +72,21 @@ type Analyzer struct {
 	stats Stats
 	now   time.Time // latest capture time seen: the only clock
 	// 417'd negotiations waiting for their retry, by request identity.
-	await     map[retryKey][]*exchange
-	awaitList []*exchange // in order of their 417, for expiry
+	await map[retryKey][]*exchange
+	// awaitList holds the waiting negotiations in order of their 417, for
+	// expiry; a slot is nil once its negotiation was retried. awaitBase is
+	// the sequence number of awaitList[0] (exchange.awaitSeq indexes it),
+	// awaiting the number of non-nil slots.
+	awaitList []*exchange
+	awaitBase int
+	awaiting  int
 	lastErr   error
 }
+
+// maxAwait bounds the 417 negotiations an Analyzer holds while it looks
+// for their retry: beyond it the oldest is released as never retried
+// (Stats.RetryWaitsDropped), so that a flood of 417s costs bounded memory.
+const maxAwait = 1 << 13
 
 // retryKey identifies "the same request" for linking a retry to its 417.
 type retryKey struct {
@@ -127,7 +141,7 @@ func (l *lazyConn) Handshake(rtt time.Duration) {
 }
 
 func (l *lazyConn) Data(side reassembly.Side, b []byte, at time.Time) { l.get().Data(side, b, at) }
-func (l *lazyConn) Gap(side reassembly.Side, n int64, at time.Time)  { l.get().Gap(side, n, at) }
+func (l *lazyConn) Gap(side reassembly.Side, n int64, at time.Time)   { l.get().Gap(side, n, at) }
 func (l *lazyConn) End(side reassembly.Side, r reassembly.EndReason, at time.Time) {
 	l.get().End(side, r, at)
 }
@@ -165,12 +179,14 @@ const handshakeHuntBudget = 16 << 10
 // emitted as never retried. Call it after the assembler's FlushAll.
 func (a *Analyzer) Flush() {
 	for _, e := range a.awaitList {
-		if e.waitingRetry {
+		if e != nil && e.waitingRetry {
 			e.waitingRetry = false
 			a.release(e)
 		}
 	}
+	a.awaitBase += len(a.awaitList)
 	a.awaitList = nil
+	a.awaiting = 0
 	clear(a.await)
 }
 
@@ -179,17 +195,30 @@ func (a *Analyzer) tick(at time.Time) {
 		a.now = at
 	}
 	// Expire retry waits by capture time.
+	a.expireAwait()
+}
+
+// expireAwait releases, oldest first, the waiting negotiations whose
+// retry window has passed, and the oldest beyond maxAwait.
+func (a *Analyzer) expireAwait() {
 	for len(a.awaitList) > 0 {
 		e := a.awaitList[0]
-		if e.waitingRetry && a.now.Sub(e.final.At) < a.cfg.RetryWindow {
+		if e != nil && a.awaiting <= maxAwait && a.now.Sub(e.final.At) < a.cfg.RetryWindow {
 			break
 		}
+		a.awaitList[0] = nil
 		a.awaitList = a.awaitList[1:]
-		if e.waitingRetry {
-			e.waitingRetry = false
-			a.dropAwait(e)
-			a.release(e)
+		a.awaitBase++
+		if e == nil {
+			continue
 		}
+		if a.awaiting > maxAwait {
+			a.stats.RetryWaitsDropped++
+		}
+		a.awaiting--
+		e.waitingRetry = false
+		a.dropAwait(e)
+		a.release(e)
 	}
 }
 
@@ -218,6 +247,8 @@ func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 		}
 		orig.retriedWithoutExpect = true
 		orig.waitingRetry = false
+		a.awaitList[orig.awaitSeq-a.awaitBase] = nil
+		a.awaiting--
 		a.await[k] = append(list[:i:i], list[i+1:]...)
 		if len(a.await[k]) == 0 {
 			delete(a.await, k)
@@ -231,7 +262,12 @@ func (a *Analyzer) addAwait(c *conn, e *exchange) {
 	e.waitingRetry = true
 	k := a.keyOf(c, e.head)
 	a.await[k] = append(a.await[k], e)
+	e.awaitSeq = a.awaitBase + len(a.awaitList)
 	a.awaitList = append(a.awaitList, e)
+	a.awaiting++
+	if a.awaiting > maxAwait {
+		a.expireAwait()
+	}
 }
 
 func (a *Analyzer) dropAwait(e *exchange) {

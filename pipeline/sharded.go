@@ -402,8 +402,14 @@ type merger struct {
 	fifo []*analyze.Record
 }
 
-// maxCands bounds the retry candidates the merger remembers.
-const maxCands = 1 << 16
+// maxCands bounds the retry candidates the merger remembers, and
+// maxPending the 417s it holds for a retry in another worker: beyond it
+// the older half is linked with the candidates seen so far and emitted
+// (a flood of 417s degrades cross-worker linking, not memory).
+const (
+	maxCands   = 1 << 14
+	maxPending = 1 << 13
+)
 
 func newMerger(window time.Duration, all bool, emit func(*analyze.Record)) *merger {
 	if window == 0 {
@@ -438,7 +444,10 @@ func (m *merger) add(r *analyze.Record) {
 		}
 	}
 	if unretried417(r) {
-		m.pending = append(m.pending, r) // emitted by finish
+		m.pending = append(m.pending, r) // emitted by prune or finish
+		if len(m.pending) > maxPending {
+			m.resolveOldest(len(m.pending) / 2)
+		}
 	} else {
 		m.out(r)
 	}
@@ -489,6 +498,23 @@ func (m *merger) prune() {
 	if len(m.cands) == 0 {
 		m.fifo = nil
 	}
+}
+
+// resolveOldest links and emits the n pending 417s with the earliest 417.
+func (m *merger) resolveOldest(n int) {
+	slices.SortFunc(m.pending, func(a, b *analyze.Record) int {
+		if c := a.Final.At.Compare(b.Final.At); c != 0 {
+			return c
+		}
+		if c := a.HeadersEndAt.Compare(b.HeadersEndAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	keep := slices.Clone(m.pending[n:])
+	m.pending = m.pending[:n]
+	m.resolve()
+	m.pending = keep
 }
 
 func (m *merger) forget(r *analyze.Record) {
