@@ -372,6 +372,18 @@ func (r *pcapReader) next() ([]byte, time.Time, int, LinkType, error) {
 	if !r.nano {
 		frac *= 1000
 	}
+	ts := time.Unix(sec, frac).UTC()
+	if int(caplen) <= r.br.Size() {
+		// In place: the record stays in the reader's buffer until the next
+		// call, as r.buf would (no copy of every packet on the reader's
+		// single goroutine).
+		data, err := r.br.Peek(int(caplen))
+		if err != nil {
+			return nil, time.Time{}, 0, 0, fmt.Errorf("record data: %w", noEOF(err))
+		}
+		r.br.Discard(len(data))
+		return data, ts, int(wire), r.link, nil
+	}
 	if cap(r.buf) < int(caplen) {
 		r.buf = make([]byte, max(int(caplen), min(r.snaplen, r.max), 2048))
 	}
@@ -379,7 +391,7 @@ func (r *pcapReader) next() ([]byte, time.Time, int, LinkType, error) {
 	if _, err := io.ReadFull(r.br, data); err != nil {
 		return nil, time.Time{}, 0, 0, fmt.Errorf("record data: %w", noEOF(err))
 	}
-	return data, time.Unix(sec, frac).UTC(), int(wire), r.link, nil
+	return data, ts, int(wire), r.link, nil
 }
 
 // noEOF turns io.EOF into io.ErrUnexpectedEOF: where it is used, some of a
