@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -154,7 +155,11 @@ func raw(ip []byte, _ bool) []byte { return ip }
 
 // normalized renders records without what legitimately differs between
 // forms: addresses (IPv6 mapping) and ids (packet numbers are the same here).
+// Records are sorted by id first: with several workers the order of
+// Emit calls depends on scheduling.
 func normalized(recs []*analyze.Record) string {
+	recs = slices.Clone(recs)
+	slices.SortFunc(recs, func(a, b *analyze.Record) int { return strings.Compare(a.ID, b.ID) })
 	var b strings.Builder
 	for _, r := range recs {
 		c := *r
