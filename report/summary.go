@@ -53,8 +53,6 @@ type Group struct {
 	ClientWait   Percentiles    `json:"client_wait_ms"`
 	LostMs       float64        `json:"lost_ms"`
 	WastedBytes  int64          `json:"wasted_bytes"`
-
-	wait100, clientWait []float64
 }
 
 // TimerFired counts the negotiations of one client family whose expect
@@ -181,21 +179,15 @@ func wasted(r *analyze.Record) int64 {
 func (g *Group) add(r *analyze.Record) {
 	g.Negotiations++
 	g.Verdicts[string(r.Verdict)]++
-	if r.Wait100Ms != nil {
-		g.wait100 = append(g.wait100, *r.Wait100Ms)
-	}
-	if r.ClientWaitMs != nil {
-		g.clientWait = append(g.clientWait, *r.ClientWaitMs)
-	}
 	if r.LostMs != nil {
 		g.LostMs += *r.LostMs
 	}
 	g.WastedBytes += wasted(r)
 }
 
-func (g *Group) finish() {
-	g.Wait100 = percentiles(g.wait100)
-	g.ClientWait = percentiles(g.clientWait)
+func (g *Group) finish(wait100, clientWait []float64) {
+	g.Wait100 = percentiles(wait100)
+	g.ClientWait = percentiles(clientWait)
 	g.LostMs = roundMs(g.LostMs)
 }
 
@@ -206,69 +198,206 @@ func roundMs(v float64) float64 { return math.Round(v*1000) / 1000 }
 // Tally summarises records (negotiations; exchange records are only
 // counted, with their flags). Hops are counted by the caller.
 func Tally(recs []*analyze.Record) *Counts {
-	c := &Counts{Type: "summary", Verdicts: map[string]int{}, Flags: map[string]int{},
-		Servers: []*Group{}, Clients: []*Group{}, Timeouts: []*TimerFired{}}
-	all := &Group{Verdicts: map[string]int{}}
-	servers := map[string]*Group{}
-	clients := map[string]*Group{}
-	type timerKey struct {
-		fam   string
-		timer int
-	}
-	timers := map[timerKey]*TimerFired{}
+	t := NewTallier()
 	for _, r := range recs {
-		for _, f := range r.Flags {
-			c.Flags[string(f)]++
+		t.Add(r)
+	}
+	return t.Counts()
+}
+
+// tallyEntry is what a Tallier keeps of one negotiation for the
+// percentiles: its waits (NaN when absent) and its server and client
+// groups.
+type tallyEntry struct {
+	wait100, clientWait float64
+	server              uint32
+	client              uint8
+}
+
+// tallyChunk entries are stored in fixed-size chunks: growing never
+// copies, so a million negotiations take 24 MB, not twice that.
+const tallyChunk = 1 << 14
+
+// Tallier computes the summary of records added one at a time, in the
+// order a report lists them, without keeping the records: per
+// negotiation it keeps 24 bytes (two waits and two group indexes) for the
+// percentiles, plus the client wait of each timed-out negotiation.
+// Counts returns the same summary as Tally over the same records in the
+// same order.
+type Tallier struct {
+	c        *Counts
+	all      *Group
+	servers  map[string]uint32
+	groups   []*Group // server groups by index
+	clients  map[string]*Group
+	famIndex map[string]uint8
+	timers   map[timerKey]*TimerFired
+	entries  [][]tallyEntry
+}
+
+type timerKey struct {
+	fam   string
+	timer int
+}
+
+// NewTallier returns an empty Tallier.
+func NewTallier() *Tallier {
+	t := &Tallier{
+		c: &Counts{Type: "summary", Verdicts: map[string]int{}, Flags: map[string]int{},
+			Servers: []*Group{}, Clients: []*Group{}, Timeouts: []*TimerFired{}},
+		all:      &Group{Verdicts: map[string]int{}},
+		servers:  map[string]uint32{},
+		clients:  map[string]*Group{},
+		famIndex: map[string]uint8{},
+		timers:   map[timerKey]*TimerFired{},
+	}
+	for i, f := range Families {
+		t.famIndex[f] = uint8(i)
+	}
+	return t
+}
+
+func nanIfNil(v *float64) float64 {
+	if v == nil {
+		return math.NaN()
+	}
+	return *v
+}
+
+// Add counts one record.
+func (t *Tallier) Add(r *analyze.Record) {
+	c := t.c
+	for _, f := range r.Flags {
+		c.Flags[string(f)]++
+	}
+	if r.Type != analyze.TypeNegotiation {
+		c.Exchanges++
+		return
+	}
+	c.Negotiations++
+	t.all.add(r)
+	sk := serverKey(r)
+	si, ok := t.servers[sk]
+	if !ok {
+		si = uint32(len(t.groups))
+		t.servers[sk] = si
+		t.groups = append(t.groups, &Group{Key: sk, Endpoint: r.Conn.Server, Host: r.Request.Host, Verdicts: map[string]int{}})
+	}
+	t.groups[si].add(r)
+	fam := ClientFamily(r.Request.UserAgent)
+	cg := t.clients[fam]
+	if cg == nil {
+		cg = &Group{Key: fam, Verdicts: map[string]int{}}
+		t.clients[fam] = cg
+	}
+	cg.add(r)
+	if n := len(t.entries); n == 0 || len(t.entries[n-1]) == tallyChunk {
+		t.entries = append(t.entries, make([]tallyEntry, 0, tallyChunk))
+	}
+	last := &t.entries[len(t.entries)-1]
+	*last = append(*last, tallyEntry{nanIfNil(r.Wait100Ms), nanIfNil(r.ClientWaitMs), si, t.famIndex[fam]})
+	if r.Verdict == analyze.TimedOut {
+		timer := 0
+		if r.TimeoutGuess != nil {
+			timer = *r.TimeoutGuess
 		}
-		if r.Type != analyze.TypeNegotiation {
-			c.Exchanges++
+		k := timerKey{fam, timer}
+		tf := t.timers[k]
+		if tf == nil {
+			tf = &TimerFired{Client: fam, TimerMs: timer, UserAgents: []string{}, userAgentOK: map[string]bool{}}
+			t.timers[k] = tf
+		}
+		tf.Count++
+		if r.ClientWaitMs != nil {
+			tf.waits = append(tf.waits, *r.ClientWaitMs)
+		}
+		if ua := r.Request.UserAgent; !tf.userAgentOK[ua] {
+			tf.userAgentOK[ua] = true
+			tf.UserAgents = append(tf.UserAgents, ua)
+		}
+	}
+}
+
+// groupWaits returns the waits of every negotiation (group < 0) or of the
+// negotiations of one group, chosen by key, as fresh slices.
+func (t *Tallier) groupWaits(key func(e *tallyEntry) int, group int) (w100, cw []float64) {
+	for _, chunk := range t.entries {
+		for i := range chunk {
+			e := &chunk[i]
+			if group >= 0 && key(e) != group {
+				continue
+			}
+			if !math.IsNaN(e.wait100) {
+				w100 = append(w100, e.wait100)
+			}
+			if !math.IsNaN(e.clientWait) {
+				cw = append(cw, e.clientWait)
+			}
+		}
+	}
+	return w100, cw
+}
+
+// finishGroups sets the percentiles of every group in groups (by the
+// index key returns) with one pass over the entries: the waits are laid
+// out group after group in one array, then each group's part is sorted.
+func (t *Tallier) finishGroups(groups []*Group, key func(e *tallyEntry) int) {
+	n100 := make([]int, len(groups)+1)
+	ncw := make([]int, len(groups)+1)
+	for _, chunk := range t.entries {
+		for i := range chunk {
+			e := &chunk[i]
+			g := key(e)
+			if !math.IsNaN(e.wait100) {
+				n100[g+1]++
+			}
+			if !math.IsNaN(e.clientWait) {
+				ncw[g+1]++
+			}
+		}
+	}
+	for i := 1; i < len(n100); i++ {
+		n100[i] += n100[i-1]
+		ncw[i] += ncw[i-1]
+	}
+	w100 := make([]float64, n100[len(groups)])
+	cw := make([]float64, ncw[len(groups)])
+	p100 := slices.Clone(n100)
+	pcw := slices.Clone(ncw)
+	for _, chunk := range t.entries {
+		for i := range chunk {
+			e := &chunk[i]
+			g := key(e)
+			if !math.IsNaN(e.wait100) {
+				w100[p100[g]] = e.wait100
+				p100[g]++
+			}
+			if !math.IsNaN(e.clientWait) {
+				cw[pcw[g]] = e.clientWait
+				pcw[g]++
+			}
+		}
+	}
+	for g, grp := range groups {
+		if grp == nil {
 			continue
 		}
-		c.Negotiations++
-		all.add(r)
-		sk := serverKey(r)
-		sg := servers[sk]
-		if sg == nil {
-			sg = &Group{Key: sk, Endpoint: r.Conn.Server, Host: r.Request.Host, Verdicts: map[string]int{}}
-			servers[sk] = sg
-		}
-		sg.add(r)
-		fam := ClientFamily(r.Request.UserAgent)
-		cg := clients[fam]
-		if cg == nil {
-			cg = &Group{Key: fam, Verdicts: map[string]int{}}
-			clients[fam] = cg
-		}
-		cg.add(r)
-		if r.Verdict == analyze.TimedOut {
-			timer := 0
-			if r.TimeoutGuess != nil {
-				timer = *r.TimeoutGuess
-			}
-			k := timerKey{fam, timer}
-			tf := timers[k]
-			if tf == nil {
-				tf = &TimerFired{Client: fam, TimerMs: timer, UserAgents: []string{}, userAgentOK: map[string]bool{}}
-				timers[k] = tf
-			}
-			tf.Count++
-			if r.ClientWaitMs != nil {
-				tf.waits = append(tf.waits, *r.ClientWaitMs)
-			}
-			if ua := r.Request.UserAgent; !tf.userAgentOK[ua] {
-				tf.userAgentOK[ua] = true
-				tf.UserAgents = append(tf.UserAgents, ua)
-			}
-		}
+		grp.finish(w100[n100[g]:n100[g+1]], cw[ncw[g]:ncw[g+1]])
 	}
-	all.finish()
+}
+
+// Counts returns the summary of the records added. Call it once.
+func (t *Tallier) Counts() *Counts {
+	c := t.c
+	all := t.all
+	w100, cw := t.groupWaits(nil, -1)
+	all.finish(w100, cw)
+	w100, cw = nil, nil
 	c.Wait100, c.ClientWait = all.Wait100, all.ClientWait
 	c.LostMs, c.WastedBytes = all.LostMs, all.WastedBytes
 	c.Verdicts = all.Verdicts
-	for _, g := range servers {
-		g.finish()
-		c.Servers = append(c.Servers, g)
-	}
+	t.finishGroups(t.groups, func(e *tallyEntry) int { return int(e.server) })
+	c.Servers = append(c.Servers, t.groups...)
 	// Most negotiations first, then by name: stable whatever the input order.
 	byCount := func(a, b *Group) int {
 		if d := cmp.Compare(b.Negotiations, a.Negotiations); d != 0 {
@@ -277,13 +406,17 @@ func Tally(recs []*analyze.Record) *Counts {
 		return strings.Compare(a.Key, b.Key)
 	}
 	slices.SortFunc(c.Servers, byCount)
-	for _, fam := range Families {
-		if g := clients[fam]; g != nil {
-			g.finish()
+	fams := make([]*Group, len(Families))
+	for i, fam := range Families {
+		fams[i] = t.clients[fam]
+	}
+	t.finishGroups(fams, func(e *tallyEntry) int { return int(e.client) })
+	for _, g := range fams {
+		if g != nil {
 			c.Clients = append(c.Clients, g)
 		}
 	}
-	for _, tf := range timers {
+	for _, tf := range t.timers {
 		slices.Sort(tf.UserAgents)
 		if len(tf.waits) > 0 {
 			p := percentiles(tf.waits)
@@ -300,5 +433,6 @@ func Tally(recs []*analyze.Record) *Counts {
 		}
 		return cmp.Compare(a.TimerMs, b.TimerMs)
 	})
+	t.entries = nil
 	return c
 }
