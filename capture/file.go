@@ -35,6 +35,10 @@ type Options struct {
 	MaxPacket int
 	// Stdin is read for the path "-"; nil means os.Stdin.
 	Stdin io.Reader
+	// NoMap reads uncompressed pcap files as streams instead of mapping
+	// them into memory (see FrameSource): for a file that may be
+	// truncated while it is read.
+	NoMap bool
 }
 
 // ErrCorrupt is wrapped by the Warning for a record whose framing is
@@ -99,6 +103,13 @@ func openInput(path string, idx int, opt Options) (*input, error) {
 			in.close()
 			return nil, err
 		}
+		if f, ok := r.(*os.File); ok && !opt.NoMap {
+			mr, err := openMapped(f, magic, opt.MaxPacket)
+			if mr != nil {
+				in.mr, in.pr, in.pending = mr, mr, err
+				return in, nil
+			}
+		}
 		switch {
 		case magic[0] == 0x1f && magic[1] == 0x8b:
 			zr, err := gzip.NewReader(in.br)
@@ -148,6 +159,7 @@ type input struct {
 	idx     int // position on the command line: breaks timestamp ties
 	closers []io.Closer
 	cnt     *countReader  // counts decompressed bytes for offsets
+	mr      *mapReader    // the mapped file, or nil: unmapped only by fileSource.Close
 	br      *bufio.Reader // reads from cnt
 	pr      packetReader
 	pending error  // a header error, reported on the first read
@@ -160,7 +172,12 @@ type input struct {
 }
 
 // offset is the position of the next unread byte of the decompressed file.
-func (in *input) offset() int64 { return in.cnt.n - int64(in.br.Buffered()) }
+func (in *input) offset() int64 {
+	if in.mr != nil {
+		return int64(in.mr.pos)
+	}
+	return in.cnt.n - int64(in.br.Buffered())
+}
 
 // advance reads the next record into the look-ahead. It returns io.EOF at
 // the clean end of the file and a *Warning for anything else.
@@ -268,6 +285,12 @@ func (s *fileSource) Close() error {
 		if err := in.close(); err != nil && first == nil {
 			first = err
 		}
+		if in.mr != nil {
+			// Only now: segments of an input that ended may still be in use.
+			if err := in.mr.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
 	}
 	return first
 }
@@ -330,28 +353,39 @@ type pcapReader struct {
 func newPcapReader(br *bufio.Reader, maxPacket int) (r *pcapReader, ok bool, err error) {
 	magic, _ := br.Peek(4)
 	r = &pcapReader{br: br, max: maxPacket}
-	switch binary.LittleEndian.Uint32(magic) {
-	case 0xa1b2c3d4:
-		r.order = binary.LittleEndian
-	case 0xa1b23c4d:
-		r.order, r.nano = binary.LittleEndian, true
-	case 0xd4c3b2a1:
-		r.order = binary.BigEndian
-	case 0x4d3cb2a1:
-		r.order, r.nano = binary.BigEndian, true
-	default:
+	if r.order, r.nano, ok = pcapOrder(magic); !ok {
 		return nil, false, nil
 	}
 	if _, err := io.ReadFull(br, r.hdr[:24]); err != nil {
 		return r, true, fmt.Errorf("pcap file header: %w", noEOF(err))
 	}
-	if v := r.order.Uint16(r.hdr[4:6]); v != 2 {
-		return r, true, fmt.Errorf("%w: pcap major version %d", ErrCorrupt, v)
+	r.snaplen, r.link, err = parsePcapHeader(r.order, r.hdr[:24])
+	return r, true, err
+}
+
+// pcapOrder tells a pcap file by its magic number: its byte order and
+// timestamp resolution; ok is false for any other magic.
+func pcapOrder(magic []byte) (order binary.ByteOrder, nano, ok bool) {
+	switch binary.LittleEndian.Uint32(magic) {
+	case 0xa1b2c3d4:
+		return binary.LittleEndian, false, true
+	case 0xa1b23c4d:
+		return binary.LittleEndian, true, true
+	case 0xd4c3b2a1:
+		return binary.BigEndian, false, true
+	case 0x4d3cb2a1:
+		return binary.BigEndian, true, true
 	}
-	r.snaplen = int(r.order.Uint32(r.hdr[16:20]))
+	return nil, false, false
+}
+
+// parsePcapHeader checks the 24-byte pcap file header h.
+func parsePcapHeader(order binary.ByteOrder, h []byte) (snaplen int, link LinkType, err error) {
+	if v := order.Uint16(h[4:6]); v != 2 {
+		return 0, 0, fmt.Errorf("%w: pcap major version %d", ErrCorrupt, v)
+	}
 	// The upper bits of the link-type field carry FCS information.
-	r.link = LinkType(r.order.Uint32(r.hdr[20:24]))
-	return r, true, nil
+	return int(order.Uint32(h[16:20])), LinkType(order.Uint32(h[20:24])), nil
 }
 
 func (r *pcapReader) next() ([]byte, time.Time, int, LinkType, error) {
