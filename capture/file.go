@@ -39,6 +39,9 @@ type Options struct {
 	// them into memory (see FrameSource): for a file that may be
 	// truncated while it is read.
 	NoMap bool
+	// MapMin is the size from which files are mapped: smaller ones are
+	// read as streams. Zero means 1 MiB; a negative value maps any file.
+	MapMin int64
 }
 
 // ErrCorrupt is wrapped by the Warning for a record whose framing is
@@ -104,7 +107,7 @@ func openInput(path string, idx int, opt Options) (*input, error) {
 			return nil, err
 		}
 		if f, ok := r.(*os.File); ok && !opt.NoMap {
-			mr, err := openMapped(f, magic, opt.MaxPacket)
+			mr, err := openMapped(f, magic, opt)
 			if mr != nil {
 				in.mr, in.pr, in.pending = mr, mr, err
 				return in, nil

@@ -26,8 +26,8 @@ import (
 // such a file through standard input or with Options.NoMap.
 // Compressed files, pcapng and standard input are read as streams.
 
-// mmapMinSize is the smallest file worth mapping (tests lower it).
-var mmapMinSize int64 = 1 << 20
+// mmapMinSize is the smallest file worth mapping by default.
+const mmapMinSize = 1 << 20
 
 const (
 	releaseLag  = 32 << 20 // mapped bytes kept behind the reader (batches in flight)
@@ -125,13 +125,17 @@ type mapReader struct {
 
 // openMapped maps f when it is a regular file worth mapping that starts
 // with a pcap magic number; nil when it is not (then f is read as a stream).
-func openMapped(f *os.File, magic []byte, maxPacket int) (*mapReader, error) {
+func openMapped(f *os.File, magic []byte, opt Options) (*mapReader, error) {
+	maxPacket, minSize := opt.MaxPacket, opt.MapMin
+	if minSize == 0 {
+		minSize = mmapMinSize
+	}
 	order, nano, ok := pcapOrder(magic)
 	if !ok {
 		return nil, nil
 	}
 	fi, err := f.Stat()
-	if err != nil || !fi.Mode().IsRegular() || fi.Size() < mmapMinSize || fi.Size() < 4 || int64(int(fi.Size())) != fi.Size() {
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() < minSize || fi.Size() < 4 || int64(int(fi.Size())) != fi.Size() {
 		return nil, nil
 	}
 	m, err := mapFile(f, fi.Size())

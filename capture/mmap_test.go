@@ -18,14 +18,11 @@ func openMappedFile(t *testing.T, data []byte) Source {
 	if runtime.GOOS != "linux" {
 		t.Skip("files are mapped on Linux only")
 	}
-	old := mmapMinSize
-	mmapMinSize = 0
-	t.Cleanup(func() { mmapMinSize = old })
 	path := filepath.Join(t.TempDir(), "f.pcap")
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	src, err := Open([]string{path}, Options{})
+	src, err := Open([]string{path}, Options{MapMin: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -84,6 +84,9 @@ func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err
 		w = runtime.GOMAXPROCS(0)
 	}
 	if w > 1 {
+		if fs, ok := src.(capture.FrameSource); ok && fs.Mapped() {
+			return runMapped(ctx, fs, opt, w)
+		}
 		return runSharded(ctx, src, opt, w)
 	}
 	return runSingle(ctx, src, opt)

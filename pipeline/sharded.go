@@ -192,16 +192,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	userAll := acfg.All
 	userEmit := acfg.Emit
 	acfg.All = true // plain exchanges are retry candidates for the merger
-	rcfg := opt.Reassembly
-	// Per-worker shares of the global limits.
-	if rcfg.MaxConns <= 0 {
-		rcfg.MaxConns = reassembly.DefaultMaxConns
-	}
-	if rcfg.MaxBufferedTotal <= 0 {
-		rcfg.MaxBufferedTotal = reassembly.DefaultMaxBufferedTotal
-	}
-	rcfg.MaxConns = max(rcfg.MaxConns/nw, 1024)
-	rcfg.MaxBufferedTotal = max(rcfg.MaxBufferedTotal/nw, 1<<20)
+	rcfg := shareLimits(opt.Reassembly, nw)
 
 	out := make(chan recMsg, nw*4)
 	var last time.Time // written by the reader before the inputs close
@@ -225,32 +216,8 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 		go func() { defer wg.Done(); w.run(&last) }()
 	}
 
-	// The merger.
 	mergeDone := make(chan struct{})
-	m := newMerger(acfg.RetryWindow, userAll, userEmit)
-	var warnings []error
-	var wErr error
-	go func() {
-		defer close(mergeDone)
-		done := 0
-		for msg := range out {
-			for _, r := range msg.recs {
-				m.add(r)
-			}
-			warnings = append(warnings, msg.warns...)
-			if msg.done {
-				res.Reassembly = addReasm(res.Reassembly, msg.asm)
-				res.Analyze = addAnalyze(res.Analyze, msg.an)
-				if msg.err != nil && wErr == nil {
-					wErr = msg.err
-				}
-				if done++; done == nw {
-					m.finish()
-					return
-				}
-			}
-		}
-	}()
+	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())
@@ -327,13 +294,13 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	}
 	wg.Wait()
 	<-mergeDone
-	for _, e := range warnings {
+	for _, e := range *warnings {
 		warn(e)
 	}
 	res.Capture = src.Stats()
 	res.Last = last
-	if err == nil && wErr != nil {
-		err = wErr
+	if err == nil && *wErr != nil {
+		err = *wErr
 	}
 	if err != nil {
 		return res, err
@@ -342,6 +309,51 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
 	}
 	return res, nil
+}
+
+// shareLimits divides the global reassembly limits among nw workers.
+func shareLimits(rcfg reassembly.Config, nw int) reassembly.Config {
+	if rcfg.MaxConns <= 0 {
+		rcfg.MaxConns = reassembly.DefaultMaxConns
+	}
+	if rcfg.MaxBufferedTotal <= 0 {
+		rcfg.MaxBufferedTotal = reassembly.DefaultMaxBufferedTotal
+	}
+	rcfg.MaxConns = max(rcfg.MaxConns/nw, 1024)
+	rcfg.MaxBufferedTotal = max(rcfg.MaxBufferedTotal/nw, 1<<20)
+	return rcfg
+}
+
+// startMerger starts the goroutine that takes the records of nw workers
+// from out, links retries across workers and emits them, and adds up the
+// workers' final counts in res. It closes done when every worker has
+// finished; only then may the warnings and the first worker error be read.
+func startMerger(out <-chan recMsg, nw int, window time.Duration, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
+	m := newMerger(window, all, emit)
+	warnings := new([]error)
+	wErr := new(error)
+	go func() {
+		defer close(done)
+		finished := 0
+		for msg := range out {
+			for _, r := range msg.recs {
+				m.add(r)
+			}
+			*warnings = append(*warnings, msg.warns...)
+			if msg.done {
+				res.Reassembly = addReasm(res.Reassembly, msg.asm)
+				res.Analyze = addAnalyze(res.Analyze, msg.an)
+				if msg.err != nil && *wErr == nil {
+					*wErr = msg.err
+				}
+				if finished++; finished == nw {
+					m.finish()
+					return
+				}
+			}
+		}
+	}()
+	return warnings, wErr
 }
 
 func addReasm(a, b reassembly.Stats) reassembly.Stats {

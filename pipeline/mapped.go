@@ -1,0 +1,393 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/capture"
+	"github.com/expectscope/expectscope/reassembly"
+)
+
+// The sharded path for memory-mapped files.
+//
+// When every input is mapped (capture.FrameSource), frames stay valid
+// until the source is closed, so nothing is copied and even decoding
+// leaves the reading goroutine:
+//
+//   - the calling goroutine only frames records (a few loads per record,
+//     no system call) into frame batches of frameBatch records, numbered
+//     by position, and sends each batch to the decoders and, in the same
+//     order, to every worker;
+//   - nw decoder goroutines, each with its own capture.Decoder, decode
+//     whole batches in any order, splitting the segments of a batch by
+//     shard (the symmetric 4-tuple hash of sharded.go);
+//   - each worker takes every batch in reading order, waits until it is
+//     decoded and feeds its own segments to its Assembler, then ticks it
+//     to the latest capture time of the batches so far (all workers see
+//     all batches, so they share one capture clock and end at the same
+//     last time);
+//   - an IPv4 fragment depends on the fragments before it: decoders defer
+//     it, and worker 0, which takes batches in order, decodes the deferred
+//     frames of each batch with one Decoder before it feeds the batch;
+//     the others wait for that only in batches that have such frames.
+//     Rebuilt segments are merged into the shard's segments by packet
+//     number, so each connection still sees its packets in capture order.
+//
+// A batch returns to the free list once every worker is done with it, so
+// at most mappedBatches batches (and the mapped pages under them) are in
+// flight. Records go to the merger of sharded.go as in runSharded.
+const (
+	frameBatch    = 512
+	mappedBatches = 6 // per worker
+)
+
+type fbatch struct {
+	base    uint64 // packet number of frames[0], minus one
+	frames  []capture.Frame
+	subs    [][]capture.Segment // decoded segments by shard
+	maxT    time.Time           // latest time of a segment in subs
+	deferred  []int               // frames deferred to worker 0 (IPv4 fragments)
+	frag    [][]capture.Segment // segments rebuilt from those, by shard
+	fragMax time.Time
+	decoded chan struct{}
+	fragged chan struct{}
+	refs    atomic.Int32
+}
+
+func (b *fbatch) reset(nw int) {
+	b.frames = b.frames[:0]
+	for i := range b.subs {
+		b.subs[i] = b.subs[i][:0]
+		b.frag[i] = b.frag[i][:0]
+	}
+	b.deferred = b.deferred[:0]
+	b.maxT, b.fragMax = time.Time{}, time.Time{}
+	b.decoded = make(chan struct{})
+	b.fragged = make(chan struct{})
+	b.refs.Store(int32(nw))
+}
+
+// decoderState is what one decoder goroutine counted.
+type decoderState struct {
+	dec         *capture.Decoder
+	first, last time.Time
+}
+
+func (d *decoderState) see(t time.Time) {
+	if d.first.IsZero() || t.Before(d.first) {
+		d.first = t
+	}
+	if t.After(d.last) {
+		d.last = t
+	}
+}
+
+func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int) (res *Result, err error) {
+	res = &Result{}
+	acfg := opt.Analyze
+	userAll := acfg.All
+	userEmit := acfg.Emit
+	acfg.All = true // plain exchanges are retry candidates for the merger
+	rcfg := shareLimits(opt.Reassembly, nw)
+
+	nb := mappedBatches * nw
+	free := make(chan *fbatch, nb)
+	for range nb {
+		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]capture.Segment, nw), frag: make([][]capture.Segment, nw)}
+		b.reset(nw)
+		free <- b
+	}
+	release := func(b *fbatch) {
+		if b.refs.Add(-1) == 0 {
+			b.reset(nw)
+			free <- b
+		}
+	}
+
+	// Decoders.
+	decodeCh := make(chan *fbatch, nb)
+	decs := make([]*decoderState, nw+1) // the last one decodes fragments (worker 0)
+	for i := range decs {
+		decs[i] = &decoderState{dec: capture.NewDecoder()}
+	}
+	var decodeErr error
+	var decodeErrOnce sync.Once
+	var dwg sync.WaitGroup
+	for i := range nw {
+		d := decs[i]
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			for b := range decodeCh {
+				decodeBatch(d, b, nw, func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) })
+			}
+		}()
+	}
+
+	out := make(chan recMsg, nw*4)
+	var mu sync.Mutex
+	wstats := make([]analyze.Stats, nw)
+	workers := make([]*worker, nw)
+	ins := make([]chan *fbatch, nw)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &worker{id: i, out: out, mu: &mu, stats: &wstats[i]}
+		cfg := acfg
+		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
+		w.an = analyze.New(cfg)
+		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		ins[i] = make(chan *fbatch, nb)
+		workers[i] = w
+		wg.Add(1)
+		var fd *decoderState
+		if i == 0 {
+			fd = decs[nw]
+		}
+		go func() { defer wg.Done(); w.runMapped(ins[i], release, fd, nw) }()
+	}
+
+	mergeDone := make(chan struct{})
+	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+
+	warn := func(e error) {
+		res.Warnings = append(res.Warnings, e.Error())
+		if opt.Warn != nil {
+			opt.Warn(e)
+		}
+	}
+	var frames, bytes uint64
+	send := func(b *fbatch) {
+		decodeCh <- b
+		for _, in := range ins {
+			in <- b
+		}
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("internal error at packet %d: %v", frames, p)
+			}
+		}()
+		b := <-free
+		b.base = 0
+		for {
+			if frames&1023 == 0 && ctx.Err() != nil {
+				break
+			}
+			b.frames = append(b.frames, capture.Frame{})
+			e := src.NextFrame(&b.frames[len(b.frames)-1])
+			if e != nil {
+				b.frames = b.frames[:len(b.frames)-1]
+				if e == io.EOF {
+					break
+				}
+				var w *capture.Warning
+				warn(e)
+				if errors.As(e, &w) {
+					continue
+				}
+				break
+			}
+			frames++
+			bytes += uint64(len(b.frames[len(b.frames)-1].Data))
+			if len(b.frames) == frameBatch {
+				send(b)
+				b = <-free
+				b.base = frames
+			}
+			if opt.Progress != nil && frames&4095 == 0 {
+				mu.Lock()
+				var st analyze.Stats
+				for _, s := range wstats {
+					st = addAnalyze(st, s)
+				}
+				mu.Unlock()
+				opt.Progress(capture.Stats{Packets: frames, Bytes: bytes}, st)
+			}
+		}
+		send(b)
+	}()
+	close(decodeCh)
+	for _, in := range ins {
+		close(in)
+	}
+	wg.Wait()
+	dwg.Wait()
+	<-mergeDone
+	for _, e := range *warnings {
+		warn(e)
+	}
+	res.Capture = src.Stats()
+	for _, d := range decs {
+		res.Capture = addCapture(res.Capture, d.dec.Stats())
+		if !d.first.IsZero() && (res.First.IsZero() || d.first.Before(res.First)) {
+			res.First = d.first
+		}
+		if d.last.After(res.Last) {
+			res.Last = d.last
+		}
+	}
+	if err == nil && decodeErr != nil {
+		err = decodeErr
+	}
+	if err == nil && *wErr != nil {
+		err = *wErr
+	}
+	if err != nil {
+		return res, err
+	}
+	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
+		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
+	}
+	return res, nil
+}
+
+// decodeBatch decodes the frames of b into its shards. A panic (a bug in
+// a decoder) is reported, and b still counts as decoded.
+func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
+	defer close(b.decoded)
+	defer func() {
+		if p := recover(); p != nil {
+			fail(fmt.Errorf("internal error decoding packets %d-%d: %v", b.base+1, b.base+uint64(len(b.frames)), p))
+		}
+	}()
+	var seg capture.Segment
+	for i := range b.frames {
+		ok, deferred := d.dec.DecodeFrame(&b.frames[i], b.base+uint64(i)+1, &seg, false)
+		if deferred {
+			b.deferred = append(b.deferred, i)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		seg.Raw = nil // frames are not needed past the decoder
+		d.see(seg.Time)
+		if seg.Time.After(b.maxT) {
+			b.maxT = seg.Time
+		}
+		k := shardOf(seg.Src, seg.Dst, nw)
+		b.subs[k] = append(b.subs[k], seg)
+	}
+}
+
+// decodeDeferred decodes the deferred frames of b, in order, with the one
+// decoder that sees them all (worker 0's).
+func decodeDeferred(d *decoderState, b *fbatch, nw int) {
+	defer close(b.fragged)
+	var seg capture.Segment
+	for _, i := range b.deferred {
+		ok, _ := d.dec.DecodeFrame(&b.frames[i], b.base+uint64(i)+1, &seg, true)
+		if !ok {
+			continue
+		}
+		seg.Raw = nil
+		d.see(seg.Time)
+		if seg.Time.After(b.fragMax) {
+			b.fragMax = seg.Time
+		}
+		k := shardOf(seg.Src, seg.Dst, nw)
+		b.frag[k] = append(b.frag[k], seg)
+	}
+}
+
+// runMapped is a worker's loop on the mapped path; fd is the fragment
+// decoder (worker 0 only).
+func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoderState, nw int) {
+	var perr error
+	defer func() {
+		if p := recover(); p != nil {
+			perr = fmt.Errorf("internal error in worker %d: %v", w.id, p)
+			for b := range in { // keep the reader and the others from blocking
+				<-b.decoded
+				if fd != nil && len(b.deferred) > 0 {
+					select {
+					case <-b.fragged:
+					default:
+						close(b.fragged)
+					}
+				}
+				release(b)
+			}
+		}
+		func() {
+			defer func() {
+				if p := recover(); p != nil && perr == nil {
+					perr = fmt.Errorf("internal error in worker %d at the final flush: %v", w.id, p)
+				}
+			}()
+			w.asm.FlushAll(w.now)
+			w.an.Flush()
+		}()
+		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+	}()
+	var tick capture.Segment
+	for b := range in {
+		<-b.decoded
+		var frag []capture.Segment
+		if len(b.deferred) > 0 {
+			if fd != nil {
+				decodeDeferred(fd, b, nw)
+			} else {
+				<-b.fragged
+			}
+			frag = b.frag[w.id]
+			if b.fragMax.After(w.now) {
+				w.now = b.fragMax
+			}
+		}
+		segs := b.subs[w.id]
+		for i, j := 0, 0; i < len(segs) || j < len(frag); {
+			var s *capture.Segment
+			if j == len(frag) || i < len(segs) && segs[i].Packet < frag[j].Packet {
+				s = &segs[i]
+				i++
+			} else {
+				s = &frag[j]
+				j++
+			}
+			w.asm.Add(s)
+			if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
+				w.lastParseErr = pe
+				if w.an.Stats().ParseErrors <= 10 {
+					w.warns = append(w.warns, pe)
+				}
+			}
+		}
+		if b.maxT.After(w.now) {
+			w.now = b.maxT
+		}
+		if w.now.After(tick.Time) {
+			tick.Time = w.now
+			w.asm.Add(&tick)
+		}
+		release(b)
+		if len(w.recs) > 0 || len(w.warns) > 0 {
+			w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns}
+			w.recs, w.warns = nil, nil
+		}
+		st := w.an.Stats()
+		w.mu.Lock()
+		*w.stats = st
+		w.mu.Unlock()
+	}
+}
+
+func addCapture(a, b capture.Stats) capture.Stats {
+	a.Packets += b.Packets
+	a.Bytes += b.Bytes
+	a.TCP += b.TCP
+	a.NonTCP += b.NonTCP
+	a.Truncated += b.Truncated
+	a.Fragments += b.Fragments
+	a.Reassembled += b.Reassembled
+	a.DecodeErrs += b.DecodeErrs
+	a.FileErrors += b.FileErrors
+	return a
+}
