@@ -153,36 +153,53 @@ func openMapped(f *os.File, magic []byte, opt Options) (*mapReader, error) {
 }
 
 func (r *mapReader) next() ([]byte, time.Time, int, LinkType, error) {
-	rest := r.m[r.pos:]
+	data, ts, wire, next, err := r.frameAt(r.pos)
+	if err != nil {
+		return nil, ts, 0, 0, err
+	}
+	r.pos = next
+	if r.pos-r.freed >= releaseLag+releaseStep {
+		r.release(r.pos - releaseLag)
+	}
+	return data, ts, wire, r.link, nil
+}
+
+// frameAt reads the record whose header is at pos: io.EOF at the end of
+// the file, the errors of pcapReader otherwise; next is where the
+// following record starts.
+func (r *mapReader) frameAt(pos int) (data []byte, ts time.Time, wire, next int, err error) {
+	rest := r.m[pos:]
 	if len(rest) == 0 {
-		return nil, time.Time{}, 0, 0, io.EOF
+		return nil, ts, 0, pos, io.EOF
 	}
 	if len(rest) < 16 {
-		return nil, time.Time{}, 0, 0, fmt.Errorf("record header: %w", io.ErrUnexpectedEOF)
+		return nil, ts, 0, pos, fmt.Errorf("record header: %w", io.ErrUnexpectedEOF)
 	}
 	h := rest[:16]
 	sec := int64(r.order.Uint32(h[0:4]))
 	frac := int64(r.order.Uint32(h[4:8]))
 	caplen := int64(r.order.Uint32(h[8:12]))
-	wire := int64(r.order.Uint32(h[12:16]))
+	wire = int(r.order.Uint32(h[12:16]))
 	if caplen > int64(r.max) {
-		return nil, time.Time{}, 0, 0, fmt.Errorf("%w: record length %d exceeds %d", ErrCorrupt, caplen, r.max)
+		return nil, ts, 0, pos, fmt.Errorf("%w: record length %d exceeds %d", ErrCorrupt, caplen, r.max)
 	}
 	if caplen > int64(len(rest)-16) {
-		return nil, time.Time{}, 0, 0, fmt.Errorf("record data: %w", io.ErrUnexpectedEOF)
+		return nil, ts, 0, pos, fmt.Errorf("record data: %w", io.ErrUnexpectedEOF)
 	}
 	if !r.nano {
 		frac *= 1000
 	}
 	end := 16 + int(caplen)
-	data := rest[16:end:end]
-	r.pos += end
-	if r.pos-r.freed >= releaseLag+releaseStep {
-		to := (r.pos - releaseLag) &^ (os.Getpagesize() - 1)
+	return rest[16:end:end], time.Unix(sec, frac).UTC(), wire, pos + end, nil
+}
+
+// release gives back the pages before off.
+func (r *mapReader) release(off int) {
+	to := off &^ (os.Getpagesize() - 1)
+	if to > r.freed && to <= len(r.m) {
 		releaseMapped(r.m[r.freed:to])
 		r.freed = to
 	}
-	return data, time.Unix(sec, frac).UTC(), int(wire), r.link, nil
 }
 
 func (r *mapReader) Close() error {
@@ -193,3 +210,125 @@ func (r *mapReader) Close() error {
 	r.m = nil
 	return err
 }
+
+// Chunker frames the records of one mapped pcap file from several
+// goroutines at once. The file after its header is cut into chunks of a
+// fixed size; a chunk holds the records that start in it. Where the first
+// of them starts is known only once the chunk before is framed: Guess
+// finds a likely start by the shape of record headers, Frame frames from
+// any start, and the caller accepts a chunk only if its start is the end
+// of the chunk before (and frames it again from there otherwise), so the
+// result is exactly what reading from the start gives.
+type Chunker struct {
+	s    *fileSource
+	in   *input
+	mr   *mapReader
+	size int
+	sec0 int64 // seconds of the first record, for Guess
+}
+
+// Chunker returns a Chunker for a source of one mapped pcap file whose
+// header was read without error and which nothing was read from yet;
+// nil otherwise. size is the chunk size in bytes.
+func (s *fileSource) Chunker(size int) *Chunker {
+	if len(s.inputs) != 1 || s.primed || size <= 0 {
+		return nil
+	}
+	in := s.inputs[0]
+	if in.mr == nil || in.pending != nil {
+		return nil
+	}
+	s.primed = true // NextFrame and Next are not to be used any more
+	c := &Chunker{s: s, in: in, mr: in.mr, size: size}
+	if len(c.mr.m) >= 24+16 {
+		c.sec0 = int64(c.mr.order.Uint32(c.mr.m[24:28]))
+	}
+	return c
+}
+
+// Len is the number of chunks.
+func (c *Chunker) Len() int { return max(1, (len(c.mr.m)-24+c.size-1)/c.size) }
+
+// bounds are the offsets chunk i starts and ends at.
+func (c *Chunker) bounds(i int) (lo, hi int) {
+	lo = 24 + i*c.size
+	return lo, min(lo+c.size, len(c.mr.m))
+}
+
+// Start is the offset of the first record: where chunk 0 starts.
+func (c *Chunker) Start() int64 { return 24 }
+
+// Guess returns the offset of the first record that seems to start in
+// chunk i: the first offset from which four record headers in a row
+// (or as many as there are to the end of the file) look valid. -1 when
+// none does near the chunk's start.
+func (c *Chunker) Guess(i int) int64 {
+	if i == 0 {
+		return c.Start()
+	}
+	lo, hi := c.bounds(i)
+	for p := lo; p < hi && p-lo < 1<<17; p++ {
+		if c.plausible(p) {
+			return int64(p)
+		}
+	}
+	return -1
+}
+
+func (c *Chunker) plausible(p int) bool {
+	m, r := c.mr.m, c.mr
+	fracMax := uint32(1_000_000)
+	if r.nano {
+		fracMax = 1_000_000_000
+	}
+	for range 4 {
+		if p == len(m) {
+			return true
+		}
+		if p+16 > len(m) {
+			return false
+		}
+		h := m[p : p+16]
+		sec := int64(r.order.Uint32(h[0:4]))
+		caplen := r.order.Uint32(h[8:12])
+		wire := r.order.Uint32(h[12:16])
+		if r.order.Uint32(h[4:8]) >= fracMax || caplen > uint32(r.max) || wire < caplen || wire > 1<<18 ||
+			sec < c.sec0-1<<24 || sec > c.sec0+1<<24 {
+			return false
+		}
+		p += 16 + int(caplen)
+		if p > len(m) {
+			return false
+		}
+	}
+	return true
+}
+
+// Frame appends to dst the records of chunk i, the first at start. end is
+// where the record after them starts; err, when not nil, is why the record
+// at end cannot be read (the file ends there: see Fail).
+func (c *Chunker) Frame(i int, start int64, dst []Frame) (frames []Frame, end int64, err error) {
+	_, hi := c.bounds(i)
+	pos := int(start)
+	for pos < hi {
+		data, ts, wire, next, err := c.mr.frameAt(pos)
+		if err != nil {
+			return dst, int64(pos), err
+		}
+		dst = append(dst, Frame{Data: data, Time: ts, WireLen: wire, Link: c.mr.link})
+		pos = next
+	}
+	return dst, int64(pos), nil
+}
+
+// Fail returns the warning Next gives for err at the packet-th record
+// (1-based), at offset off, and counts the file error in Stats.
+func (c *Chunker) Fail(packet uint64, off int64, err error) *Warning {
+	c.s.files++
+	return &Warning{File: c.in.name, Packet: packet, Offset: off, Err: err}
+}
+
+// Release gives back the mapped pages before off: records before it must
+// not be in use any more (reading them again would only be slower).
+func (c *Chunker) Release(off int64) { c.mr.release(int(off)) }
+

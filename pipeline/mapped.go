@@ -58,6 +58,17 @@ type fbatch struct {
 	decoded chan struct{}
 	fragged chan struct{}
 	refs    atomic.Int32
+
+	// Chunked framing (runChunked): the chunk, where its framing started
+	// and ended, why it ended early, its decoder, and the number of the
+	// packets before it, added to the chunk-relative numbers of its
+	// segments by the workers.
+	idx    int
+	start  int64
+	end    int64
+	ferr   error
+	ds     *decoderState
+	pktOff uint64
 }
 
 func (b *fbatch) reset(nw int) {
@@ -68,6 +79,7 @@ func (b *fbatch) reset(nw int) {
 	}
 	b.deferred = b.deferred[:0]
 	b.maxT, b.fragMax = time.Time{}, time.Time{}
+	b.ferr, b.ds, b.pktOff = nil, nil, 0
 	b.decoded = make(chan struct{})
 	b.fragged = make(chan struct{})
 	b.refs.Store(int32(nw))
@@ -95,6 +107,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	userEmit := acfg.Emit
 	acfg.All = true // plain exchanges are retry candidates for the merger
 	rcfg := shareLimits(opt.Reassembly, nw)
+	rcfg.StablePayloads = true // frames stay valid until src is closed
 
 	nb := mappedBatches * nw
 	free := make(chan *fbatch, nb)
@@ -126,6 +139,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 			defer dwg.Done()
 			for b := range decodeCh {
 				decodeBatch(d, b, nw, func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) })
+				close(b.decoded)
 			}
 		}()
 	}
@@ -251,7 +265,6 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 // decodeBatch decodes the frames of b into its shards. A panic (a bug in
 // a decoder) is reported, and b still counts as decoded.
 func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
-	defer close(b.decoded)
 	defer func() {
 		if p := recover(); p != nil {
 			fail(fmt.Errorf("internal error decoding packets %d-%d: %v", b.base+1, b.base+uint64(len(b.frames)), p))
@@ -352,6 +365,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 				s = &frag[j]
 				j++
 			}
+			s.Packet += b.pktOff
 			w.asm.Add(s)
 			if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
 				w.lastParseErr = pe
@@ -390,4 +404,213 @@ func addCapture(a, b capture.Stats) capture.Stats {
 	a.DecodeErrs += b.DecodeErrs
 	a.FileErrors += b.FileErrors
 	return a
+}
+
+// Chunked framing.
+//
+// A single mapped pcap file is framed in parallel too (capture.Chunker):
+// the decoders take chunks of chunkSize bytes, each guesses where its
+// first record starts, frames and decodes its records, numbering packets
+// from the chunk's start. The calling goroutine takes the chunks in order,
+// accepts a chunk only if it started where the one before ended (and
+// frames and decodes it again from there if not: the guess was wrong),
+// decodes its IPv4 fragments in order, numbers its packets, and hands it
+// to every worker, which proceed as in runMapped. A record that cannot be
+// read ends the file there with the warning reading from the start gives.
+var chunkSize = 512 << 10 // a variable for tests
+
+// guess is capture.Chunker.Guess; tests replace it with worse guesses.
+var guess = (*capture.Chunker).Guess
+
+func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunker, opt Options, nw int) (res *Result, err error) {
+	res = &Result{}
+	acfg := opt.Analyze
+	userAll := acfg.All
+	userEmit := acfg.Emit
+	acfg.All = true // plain exchanges are retry candidates for the merger
+	rcfg := shareLimits(opt.Reassembly, nw)
+	rcfg.StablePayloads = true // frames stay valid until src is closed
+
+	nb := mappedBatches * nw
+	ahead := 2 * nw // chunks being decoded ahead of the one awaited
+	free := make(chan *fbatch, nb)
+	for range nb {
+		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]capture.Segment, nw), frag: make([][]capture.Segment, nw)}
+		b.reset(nw)
+		free <- b
+	}
+	release := func(b *fbatch) {
+		if b.refs.Add(-1) == 0 {
+			b.reset(nw)
+			free <- b
+		}
+	}
+
+	var decodeErr error
+	var decodeErrOnce sync.Once
+	fail := func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) }
+	frameAndDecode := func(b *fbatch, start int64) {
+		b.start = start
+		b.frames = b.frames[:0]
+		for k := range b.subs {
+			b.subs[k] = b.subs[k][:0]
+		}
+		b.deferred = b.deferred[:0]
+		b.maxT = time.Time{}
+		b.ds = &decoderState{dec: capture.NewDecoder()}
+		b.ferr = nil
+		if start < 0 {
+			return
+		}
+		b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames)
+		decodeBatch(b.ds, b, nw, fail)
+	}
+	decodeCh := make(chan *fbatch, nb)
+	var dwg sync.WaitGroup
+	for range nw {
+		dwg.Add(1)
+		go func() {
+			defer dwg.Done()
+			for b := range decodeCh {
+				func() {
+					defer func() {
+						if p := recover(); p != nil {
+							fail(fmt.Errorf("internal error framing chunk %d: %v", b.idx, p))
+							b.start = -1
+						}
+					}()
+					frameAndDecode(b, guess(ch, b.idx))
+				}()
+				close(b.decoded)
+			}
+		}()
+	}
+
+	out := make(chan recMsg, nw*4)
+	var mu sync.Mutex
+	wstats := make([]analyze.Stats, nw)
+	workers := make([]*worker, nw)
+	ins := make([]chan *fbatch, nw)
+	var wg sync.WaitGroup
+	for i := range workers {
+		w := &worker{id: i, out: out, mu: &mu, stats: &wstats[i]}
+		cfg := acfg
+		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
+		w.an = analyze.New(cfg)
+		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		ins[i] = make(chan *fbatch, nb)
+		workers[i] = w
+		wg.Add(1)
+		go func() { defer wg.Done(); w.runMapped(ins[i], release, nil, nw) }()
+	}
+	mergeDone := make(chan struct{})
+	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+
+	warn := func(e error) {
+		res.Warnings = append(res.Warnings, e.Error())
+		if opt.Warn != nil {
+			opt.Warn(e)
+		}
+	}
+	fd := &decoderState{dec: capture.NewDecoder()} // IPv4 fragments, in order
+	var queue []*fbatch
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				err = fmt.Errorf("internal error at chunk %d: %v", len(queue), p)
+			}
+		}()
+		n := ch.Len()
+		next := 0
+		want := ch.Start() // where the next chunk must start
+		var packets uint64
+		for i := 0; i < n; i++ {
+			for next < n && len(queue) < ahead {
+				b := <-free
+				b.idx = next
+				decodeCh <- b
+				queue = append(queue, b)
+				next++
+				if old := next - nb; old > 0 {
+					// Every chunk before old was released by the workers
+					// (at most nb are in use at once), and records of
+					// later chunks start at or after old's bounds.
+					ch.Release(ch.Start() + int64(old)*int64(chunkSize))
+				}
+			}
+			b := queue[0]
+			queue = queue[1:]
+			<-b.decoded
+			if b.start != want {
+				frameAndDecode(b, want) // a wrong guess: frame it again from where it starts
+			}
+			res.Capture = addCapture(res.Capture, b.ds.dec.Stats())
+			see(res, b.ds)
+			if len(b.deferred) > 0 {
+				decodeDeferred(fd, b, nw)
+			}
+			b.pktOff = packets
+			packets += uint64(len(b.frames))
+			want = b.end
+			stop := ctx.Err() != nil
+			if b.ferr != nil {
+				warn(ch.Fail(packets+1, b.end, b.ferr))
+				stop = true
+			}
+			for _, in := range ins {
+				in <- b
+			}
+			if stop {
+				break
+			}
+			if opt.Progress != nil {
+				mu.Lock()
+				var st analyze.Stats
+				for _, s := range wstats {
+					st = addAnalyze(st, s)
+				}
+				mu.Unlock()
+				opt.Progress(res.Capture, st)
+			}
+		}
+	}()
+	close(decodeCh)
+	for _, b := range queue { // decoded ahead of an early end: dropped
+		<-b.decoded
+	}
+	for _, in := range ins {
+		close(in)
+	}
+	wg.Wait()
+	dwg.Wait()
+	<-mergeDone
+	for _, e := range *warnings {
+		warn(e)
+	}
+	res.Capture = addCapture(res.Capture, fd.dec.Stats())
+	see(res, fd)
+	res.Capture.FileErrors = src.Stats().FileErrors
+	if err == nil && decodeErr != nil {
+		err = decodeErr
+	}
+	if err == nil && *wErr != nil {
+		err = *wErr
+	}
+	if err != nil {
+		return res, err
+	}
+	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
+		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
+	}
+	return res, nil
+}
+
+// see widens res's first and last times to those d decoded.
+func see(res *Result, d *decoderState) {
+	if !d.first.IsZero() && (res.First.IsZero() || d.first.Before(res.First)) {
+		res.First = d.first
+	}
+	if d.last.After(res.Last) {
+		res.Last = d.last
+	}
 }

@@ -141,3 +141,19 @@ func TestMappedFragments(t *testing.T) {
 		t.Fatalf("%d fragmented, result %+v", frags, res)
 	}
 }
+
+// TestChunkedFraming frames a capture in small chunks, with good and with
+// mostly wrong guesses of where records start, cut inside a record or not.
+func TestChunkedFraming(t *testing.T) {
+	pcap, _ := generate(t, gen.Config{Seed: 8, Sessions: 300, Concurrency: 40, BodyMin: 500, BodyMax: 9000, Reorder: 0.02})
+	for _, size := range []int{700, 4096, 100 << 10} {
+		for _, bad := range []bool{false, true} {
+			for _, cut := range []int{len(pcap), len(pcap) * 2 / 3} {
+				t.Run(fmt.Sprintf("size=%d,bad=%v,cut=%d", size, bad, cut), func(t *testing.T) {
+					defer pipeline.SetChunking(size, bad)()
+					checkMappedSame(t, writeTemp(t, pcap[:cut]))
+				})
+			}
+		}
+	}
+}

@@ -85,6 +85,13 @@ func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err
 	}
 	if w > 1 {
 		if fs, ok := src.(capture.FrameSource); ok && fs.Mapped() {
+			if c, ok := fs.(interface {
+				Chunker(int) *capture.Chunker
+			}); ok {
+				if ch := c.Chunker(chunkSize); ch != nil {
+					return runChunked(ctx, fs, ch, opt, w)
+				}
+			}
 			return runMapped(ctx, fs, opt, w)
 		}
 		return runSharded(ctx, src, opt, w)
@@ -100,7 +107,9 @@ func isTick(seg *capture.Segment) bool {
 // runSingle is the whole analysis on the calling goroutine.
 func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Result, err error) {
 	an := analyze.New(opt.Analyze)
-	asm := reassembly.NewAssembler(an, opt.Reassembly)
+	rcfg := opt.Reassembly
+	rcfg.StablePayloads = mapped(src)
+	asm := reassembly.NewAssembler(an, rcfg)
 	res = &Result{}
 	var last time.Time
 	warn := func(e error) {
@@ -175,4 +184,11 @@ func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Resul
 		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
 	}
 	return res, nil
+}
+
+// mapped reports whether src is a memory-mapped file, whose payloads stay
+// valid until it is closed (reassembly.Config.StablePayloads).
+func mapped(src capture.Source) bool {
+	fs, ok := src.(capture.FrameSource)
+	return ok && fs.Mapped()
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/expectscope/expectscope/capture"
 )
@@ -37,6 +38,13 @@ type Config struct {
 	// IdleTimeout closes a connection (Close(EndIdle)) after this much
 	// capture time without a segment.
 	IdleTimeout time.Duration
+	// StablePayloads promises that a Segment's Payload stays valid and
+	// unchanged after Add returns, as long as the Assembler is used (the
+	// segments of a memory-mapped file). The last in-order segment of each
+	// direction is then kept by reference and compared byte for byte with
+	// a retransmission of it, instead of by a CRC-32 computed for every
+	// segment (a third of the CPU time of a run over upload traffic).
+	StablePayloads bool
 }
 
 func (c Config) withDefaults() Config {
@@ -99,6 +107,7 @@ type dir struct {
 	// The last segment delivered whole and in order, by its CRC-32, so that
 	// a retransmission of it that carries other bytes counts as a conflict.
 	lastSeq, lastLen, lastSum uint32
+	last                      *byte // its first byte, with Config.StablePayloads (lastLen long)
 	flags                     uint8
 	ooo                       *oooBuf // nil until out-of-order data or a pending FIN needs it
 }
@@ -470,6 +479,15 @@ func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
 	}
 }
 
+// differs reports whether b, a retransmission of the last in-order
+// segment of d (same sequence number and length), carries other bytes.
+func (a *Assembler) differs(d *dir, b []byte) bool {
+	if a.cfg.StablePayloads {
+		return !bytes.Equal(b, unsafe.Slice(d.last, d.lastLen))
+	}
+	return crc32.ChecksumIEEE(b) != d.lastSum
+}
+
 // data handles the bytes [seq, seq+len(b)+gapAfter) sent by side s; the
 // last gapAfter bytes were cut by the snapshot length.
 func (a *Assembler) data(c *conn, s Side, seq uint32, b []byte, gapAfter uint32, t time.Time) {
@@ -482,7 +500,7 @@ func (a *Assembler) data(c *conn, s Side, seq uint32, b []byte, gapAfter uint32,
 			// First copy wins: delivered bytes are not kept, but a copy of
 			// the last in-order segment is compared by its checksum.
 			a.stats.Retransmitted++
-			if len(b) > 0 && gapAfter == 0 && seq == d.lastSeq && uint32(len(b)) == d.lastLen && crc32.ChecksumIEEE(b) != d.lastSum {
+			if len(b) > 0 && gapAfter == 0 && seq == d.lastSeq && uint32(len(b)) == d.lastLen && a.differs(d, b) {
 				a.stats.Conflicts++
 			}
 			return
@@ -492,7 +510,12 @@ func (a *Assembler) data(c *conn, s Side, seq uint32, b []byte, gapAfter uint32,
 			if seq != d.next {
 				p.overlap = true
 			} else if gapAfter == 0 {
-				d.lastSeq, d.lastLen, d.lastSum = seq, uint32(len(b)), crc32.ChecksumIEEE(b)
+				d.lastSeq, d.lastLen = seq, uint32(len(b))
+				if a.cfg.StablePayloads {
+					d.last = unsafe.SliceData(b) // a pointer, not a slice: conn stays small
+				} else {
+					d.lastSum = crc32.ChecksumIEEE(b)
+				}
 			}
 			a.release(c, s, end, t, &p)
 			if p.overlap {

@@ -1,0 +1,23 @@
+package pipeline
+
+import "github.com/expectscope/expectscope/capture"
+
+// SetChunking sets the chunk size of runChunked and, when bad, makes
+// every guess of where a chunk's first record starts wrong but one in
+// three (the start of the chunk, or nothing), for the duration of a test.
+func SetChunking(size int, bad bool) (restore func()) {
+	oldSize, oldGuess := chunkSize, guess
+	chunkSize = size
+	if bad {
+		guess = func(c *capture.Chunker, i int) int64 {
+			switch {
+			case i%3 == 0:
+				return oldGuess(c, i)
+			case i%3 == 1:
+				return -1
+			}
+			return c.Start() + int64(i*size)
+		}
+	}
+	return func() { chunkSize, guess = oldSize, oldGuess }
+}
