@@ -104,6 +104,11 @@ func validVersion(v []byte) bool {
 	return len(v) == 8 && bytes.HasPrefix(v, []byte("HTTP/")) && v[5] >= '0' && v[5] <= '9' && v[6] == '.' && v[7] >= '0' && v[7] <= '9'
 }
 
+// maxMethodLen bounds a method; startsRequest judges longer tokens not to
+// start a request, and the two must agree or hunting never ends (registered
+// methods are at most 17 characters).
+const maxMethodLen = 32
+
 // parseRequestLine parses "METHOD SP target SP HTTP/x.y".
 func parseRequestLine(line []byte) (method, target, version []byte, err error) {
 	sp1 := bytes.IndexByte(line, ' ')
@@ -111,6 +116,9 @@ func parseRequestLine(line []byte) (method, target, version []byte, err error) {
 		return nil, nil, nil, parseErr(ErrBadRequestLine, line)
 	}
 	method = line[:sp1]
+	if len(method) > maxMethodLen {
+		return nil, nil, nil, parseErr(ErrBadRequestLine, line)
+	}
 	for _, c := range method {
 		if !isTokenChar(c) {
 			return nil, nil, nil, parseErr(ErrBadRequestLine, line)

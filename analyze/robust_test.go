@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/expectscope/expectscope/reassembly"
 )
@@ -166,5 +167,34 @@ func TestResponseWithoutStatusLine(t *testing.T) {
 	}
 	if len(recs) != 1 || recs[0].Final == nil || recs[0].Final.Status != 200 {
 		t.Fatalf("records %+v", recs)
+	}
+}
+
+// TestLongMethodNoHang: a request line whose method is longer than
+// startsRequest accepts is found by hunting but refused at the boundary;
+// the two disagreed and the parser looped for ever (found by FuzzConn).
+func TestLongMethodNoHang(t *testing.T) {
+	done := make(chan []*Record)
+	go func() {
+		done <- run(t, true, []ev{
+			{"c", 0, "AAA000AAAAAAAAAAAAAAAAAAAAAiiiiiii 0 HTTP/1.0\n0", ""},
+			{"c", 1, strings.Repeat("M", 33) + " / HTTP/1.1\r\nHost: h\r\n\r\n", ""},
+			{"c", 2, putExpect, ""}, {"s", 3, "HTTP/1.1 100 Continue\r\n\r\n", ""},
+			{"c", 4, "0123456789", ""}, {"s", 5, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", ""},
+		}, Config{})
+	}()
+	select {
+	case recs := <-done:
+		if len(recs) != 1 || recs[0].Verdict != Continued {
+			t.Fatalf("records %+v", recs)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the parser does not return")
+	}
+	for n, ok := range map[int]bool{32: true, 33: false} {
+		_, _, _, err := parseRequestLine([]byte(strings.Repeat("M", n) + " / HTTP/1.1"))
+		if (err == nil) != ok {
+			t.Errorf("method of %d: err %v", n, err)
+		}
 	}
 }
