@@ -209,6 +209,16 @@ const (
 
 // recordSection is the table of records: one row each.
 func recordSection(out *Output, st style) section {
+	s := recordHeader(st)
+	t0 := out.start()
+	for _, r := range out.Records {
+		s.rows = append(s.rows, recordRow(r, t0, st))
+	}
+	return s
+}
+
+// recordHeader is the table of records without rows.
+func recordHeader(st style) section {
 	s := section{
 		header: []string{"id", "time", "client", "server", "host", "request", "user-agent", "status", "verdict", "100 wait", "client wait", "lost", "timer", "body", "flags (rule)"},
 		wire:   map[int]bool{4: true, 5: true, 6: true},
@@ -219,60 +229,61 @@ func recordSection(out *Output, st style) section {
 		s.header = []string{"id", "offset_s", "client", "server", "host", "request", "user_agent", "status", "verdict", "wait_100_ms", "client_wait_ms", "lost_ms", "timeout_guess_ms", "body_bytes", "flags", "diagnosis"}
 		s.wire[15] = true
 	}
-	t0 := out.start()
-	for _, r := range out.Records {
-		verdict := string(r.Verdict)
-		if r.Type != analyze.TypeNegotiation {
-			verdict = "(" + r.Type + ")"
-		}
-		var flags []string
-		for _, f := range r.Flags {
-			flags = append(flags, fmt.Sprintf("%s (%s)", f, analyze.RuleOf(f)))
-		}
-		target, host, ua := r.Request.Target, r.Request.Host, r.Request.UserAgent
-		method := r.Request.Method
-		if st == styleTable {
-			target, host, ua = cut(target, maxTarget), cut(host, maxHost), cut(ua, maxUserAgent)
-			method = cut(method, 12)
-		}
-		timer := "-"
-		if r.TimeoutGuess != nil {
-			timer = fmt.Sprintf("%d ms", *r.TimeoutGuess)
-		}
-		body := fmt.Sprint(r.BodyBytes)
-		if r.BodyStartAt == nil {
-			body = "-"
-		}
-		row := []string{
-			r.ID,
-			fmt.Sprintf("+%.6f", r.HeadersEndAt.Sub(t0).Seconds()),
-			r.Conn.Client, r.Conn.Server, host,
-			method + " " + target, ua,
-			status(r), verdict,
-			fmtMs(r.Wait100Ms), fmtMs(r.ClientWaitMs), fmtMs(r.LostMs), timer, body,
-			strings.Join(flags, "\n"),
-		}
-		if st == styleCSV {
-			num := func(v *float64) string {
-				if v == nil {
-					return ""
-				}
-				return strconv.FormatFloat(*v, 'f', -1, 64)
-			}
-			row[1] = fmt.Sprintf("%.6f", r.HeadersEndAt.Sub(t0).Seconds())
-			row[9], row[10], row[11] = num(r.Wait100Ms), num(r.ClientWaitMs), num(r.LostMs)
-			row[12] = ""
-			if r.TimeoutGuess != nil {
-				row[12] = strconv.Itoa(*r.TimeoutGuess)
-			}
-			if r.BodyStartAt == nil {
-				row[13] = ""
-			}
-			row = append(row, r.Diagnosis)
-		}
-		s.rows = append(s.rows, row)
-	}
 	return s
+}
+
+// recordRow is the row of one record, times as offsets from t0.
+func recordRow(r *analyze.Record, t0 time.Time, st style) []string {
+	verdict := string(r.Verdict)
+	if r.Type != analyze.TypeNegotiation {
+		verdict = "(" + r.Type + ")"
+	}
+	var flags []string
+	for _, f := range r.Flags {
+		flags = append(flags, fmt.Sprintf("%s (%s)", f, analyze.RuleOf(f)))
+	}
+	target, host, ua := r.Request.Target, r.Request.Host, r.Request.UserAgent
+	method := r.Request.Method
+	if st == styleTable {
+		target, host, ua = cut(target, maxTarget), cut(host, maxHost), cut(ua, maxUserAgent)
+		method = cut(method, 12)
+	}
+	timer := "-"
+	if r.TimeoutGuess != nil {
+		timer = fmt.Sprintf("%d ms", *r.TimeoutGuess)
+	}
+	body := fmt.Sprint(r.BodyBytes)
+	if r.BodyStartAt == nil {
+		body = "-"
+	}
+	row := []string{
+		r.ID,
+		fmt.Sprintf("+%.6f", r.HeadersEndAt.Sub(t0).Seconds()),
+		r.Conn.Client, r.Conn.Server, host,
+		method + " " + target, ua,
+		status(r), verdict,
+		fmtMs(r.Wait100Ms), fmtMs(r.ClientWaitMs), fmtMs(r.LostMs), timer, body,
+		strings.Join(flags, "\n"),
+	}
+	if st == styleCSV {
+		num := func(v *float64) string {
+			if v == nil {
+				return ""
+			}
+			return strconv.FormatFloat(*v, 'f', -1, 64)
+		}
+		row[1] = fmt.Sprintf("%.6f", r.HeadersEndAt.Sub(t0).Seconds())
+		row[9], row[10], row[11] = num(r.Wait100Ms), num(r.ClientWaitMs), num(r.LostMs)
+		row[12] = ""
+		if r.TimeoutGuess != nil {
+			row[12] = strconv.Itoa(*r.TimeoutGuess)
+		}
+		if r.BodyStartAt == nil {
+			row[13] = ""
+		}
+		row = append(row, r.Diagnosis)
+	}
+	return row
 }
 
 // cut escapes s and shortens the result to n runes: escaping first keeps

@@ -33,12 +33,11 @@ func flaggedConns(sel *report.Output) map[analyze.Conn]bool {
 }
 
 // writeFlagged reads the capture files a second time and copies every
-// packet of a flagged connection, either direction, to a new pcap file at
+// packet of the connections in conns (flaggedConns), either direction, to a new pcap file at
 // path. A pcap file holds one link type: the first packet copied sets it,
 // and a packet of another link type is an error. It returns the number
 // of packets written.
-func writeFlagged(path string, files []string, sel *report.Output) (n int, err error) {
-	conns := flaggedConns(sel)
+func writeFlagged(path string, files []string, conns map[analyze.Conn]bool) (n int, err error) {
 	if out, err := os.Stat(path); err == nil {
 		for _, in := range files {
 			if st, err := os.Stat(in); err == nil && os.SameFile(st, out) {

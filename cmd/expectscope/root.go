@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"os"
@@ -264,15 +265,20 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	if o.streams(args, format) {
 		return runReadStream(cmd.Context(), src, o, format, stdout, stderr)
 	}
-	var recs []*analyze.Record
-	// Exchanges are kept for ladders (a hop's upstream leg may carry no
-	// Expect); they are printed only with --all.
+	sp, err := newSpill()
+	if err != nil {
+		return &exitError{exitInput, err}
+	}
+	defer sp.Close()
+	// Records go to a temporary file as they are decided and come back
+	// sorted; exchanges are kept for correlation and ladders (a hop's
+	// upstream leg may carry no Expect) and printed only with --all.
 	opt := pipeline.Options{
 		Analyze: analyze.Config{
 			All:            true, // upstream legs often carry no Expect: correlation needs them
 			NoWaitUnder:    o.noWaitUnder,
 			MaxHeaderBytes: o.maxHeader,
-			Emit:           func(r *analyze.Record) { recs = append(recs, r) },
+			Emit:           sp.Emit,
 		},
 		Warn: func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) },
 	}
@@ -290,24 +296,148 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 		input = res.Counters()
 		warnings = res.Warnings
 	}
-	sel, err := o.render(stdout, format, recs, analyze.Correlate(recs), o.all, input, warnings)
+	if err := sp.finish(); err != nil {
+		return &exitError{exitInput, err}
+	}
+	cands, err := sp.candidates()
 	if err != nil {
-		return err
+		return &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
+	}
+	hops := analyze.Correlate(cands)
+	patched := make(map[string]*analyze.Record, len(cands))
+	for _, r := range cands {
+		patched[r.ID] = r
+	}
+	var conns map[analyze.Conn]bool
+	var failed bool
+	if o.ladder != "" || o.html != "" {
+		// Ladders and the HTML report draw any record: they take them all.
+		var all []*analyze.Record
+		if err := sp.each(patched, func(r *analyze.Record) error { all = append(all, r); return nil }); err != nil {
+			return &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
+		}
+		sel, err := o.render(stdout, format, all, hops, o.all, input, warnings)
+		if err != nil {
+			return err
+		}
+		conns, failed = flaggedConns(sel), matchesFailOn(sel.Records, o.failOn)
+	} else {
+		conns, failed, err = o.renderSpill(stdout, format, sp, patched, hops, input, warnings)
+		if err != nil {
+			return err
+		}
 	}
 	if runErr != nil {
 		return &exitError{exitInput, runErr}
 	}
 	if o.writeFlagged != "" {
-		n, err := writeFlagged(o.writeFlagged, args, sel)
+		n, err := writeFlagged(o.writeFlagged, args, conns)
 		if err != nil {
 			return &exitError{exitInput, fmt.Errorf("--write-flagged: %w", err)}
 		}
 		fmt.Fprintf(stderr, "expectscope: wrote %d packet(s) of flagged connections to %s\n", n, o.writeFlagged)
 	}
-	if matchesFailOn(sel.Records, o.failOn) {
+	if failed {
 		return &exitError{code: exitFindings}
 	}
 	return nil
+}
+
+// renderSpill is render for records read back from a spill in report
+// order: it selects, summarises and writes them one at a time. It returns
+// the connections --write-flagged copies and whether a selected record
+// matched --fail-on.
+func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, patched map[string]*analyze.Record, hops []*analyze.Hop, input map[string]uint64, warnings []string) (map[analyze.Conn]bool, bool, error) {
+	readErr := func(err error) error {
+		return &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
+	}
+	var start time.Time
+	if err := sp.each(nil, func(r *analyze.Record) error { start = r.HeadersEndAt; return errStop }); err != nil {
+		return nil, false, readErr(err)
+	}
+	f, err := o.filter(start)
+	if err != nil {
+		return nil, false, err
+	}
+	legs := map[string]bool{}
+	for _, h := range hops {
+		legs[h.Downstream.ID] = true
+		legs[h.Upstream.ID] = true
+	}
+	kept := map[string]bool{}
+	failSet := map[string]bool{}
+	for _, w := range o.failOn {
+		failSet[strings.TrimSpace(w)] = true
+	}
+	failed := false
+	conns := map[analyze.Conn]bool{}
+	flaggedIDs := map[string]bool{}
+	bw := bufio.NewWriterSize(stdout, 64<<10)
+	var rw *report.RecordWriter
+	if !o.summary {
+		if rw, err = report.NewRecordWriter(bw, format, hops); err != nil {
+			return nil, false, &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
+		}
+		rw.Start = start
+	}
+	tl := report.NewTallier()
+	var werr error
+	err = sp.each(patched, func(r *analyze.Record) error {
+		if !o.all && r.Type != analyze.TypeNegotiation || !f.Match(r) {
+			return nil
+		}
+		if legs[r.ID] {
+			kept[r.ID] = true
+		}
+		tl.Add(r)
+		if len(failSet) > 0 && !failed {
+			failed = r.Type == analyze.TypeNegotiation && failSet[string(r.Verdict)] ||
+				slices.ContainsFunc(r.Flags, func(fl analyze.Flag) bool { return failSet[string(fl)] })
+		}
+		if r.Type == analyze.TypeNegotiation && len(r.Flags) > 0 && o.writeFlagged != "" {
+			conns[r.Conn] = true
+			if legs[r.ID] {
+				flaggedIDs[r.ID] = true
+			}
+		}
+		if rw != nil {
+			if werr = rw.Write(r); werr != nil {
+				return errStop
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, readErr(err)
+	}
+	var sel []*analyze.Hop
+	for _, h := range hops {
+		if kept[h.Downstream.ID] || kept[h.Upstream.ID] {
+			sel = append(sel, h)
+		}
+		if flaggedIDs[h.Downstream.ID] || flaggedIDs[h.Upstream.ID] {
+			conns[analyze.Conn{Client: h.Downstream.Client, Server: h.Downstream.Server}] = true
+			conns[analyze.Conn{Client: h.Upstream.Client, Server: h.Upstream.Server}] = true
+		}
+	}
+	c := tl.Counts()
+	c.Hops = len(sel)
+	c.Input = input
+	c.Warnings = warnings
+	if werr == nil {
+		if rw != nil {
+			werr = rw.Close(sel, c)
+		} else {
+			werr = report.Write(bw, format, &report.Output{Summary: c}, true)
+		}
+	}
+	if werr == nil {
+		werr = bw.Flush()
+	}
+	if werr != nil {
+		return nil, false, &exitError{exitInput, fmt.Errorf("writing output: %w", werr)}
+	}
+	return conns, failed, nil
 }
 
 // matchesFailOn reports whether any negotiation has a listed verdict or flag.

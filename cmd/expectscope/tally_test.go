@@ -20,6 +20,18 @@ import (
 // in report order, as read does.
 func corpusRecords(t *testing.T) []*analyze.Record {
 	t.Helper()
+	return corpusRecordsOf(t, true)
+}
+
+// corpusRecordsRaw is every record of the corpus as emitted, capture
+// after capture, not correlated nor sorted.
+func corpusRecordsRaw(t *testing.T) []*analyze.Record {
+	t.Helper()
+	return corpusRecordsOf(t, false)
+}
+
+func corpusRecordsOf(t *testing.T, correlate bool) []*analyze.Record {
+	t.Helper()
 	files, _ := filepath.Glob("../../testdata/corpus/*/*.pcap*")
 	if len(files) < 10 {
 		t.Fatalf("only %d corpus captures", len(files))
@@ -37,8 +49,10 @@ func corpusRecords(t *testing.T) []*analyze.Record {
 		if err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		analyze.Correlate(recs)
-		report.Sort(recs)
+		if correlate {
+			analyze.Correlate(recs)
+			report.Sort(recs)
+		}
 		all = append(all, recs...)
 	}
 	return all

@@ -1,0 +1,413 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"container/heap"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/expectscope/expectscope/analyze"
+)
+
+// spillRunBytes is how much encoded record data a spill buffers before
+// it sorts the run and writes it out.
+const spillRunBytes = 8 << 20
+
+// spillEntry is one buffered record: its sort key and its JSON.
+type spillEntry struct {
+	sec      int64
+	nsec     int32
+	id       string
+	seq      uint64 // emit order
+	off, end int    // in spill.buf
+	leg      legInfo
+}
+
+// legInfo is what decides whether a record may be a leg of a proxied
+// request (analyze.Correlate): see candidates.
+type legInfo struct {
+	clientHost, serverHost, server string
+	xff, xrid                      string
+	// interim is true for a record that got a 100 or a 417: with a
+	// proxy's Via or Server, or from a proven proxy, it is a one-leg hop.
+	interim, named bool
+}
+
+// spillRun is one sorted run in the records file.
+type spillRun struct{ off, size int64 }
+
+// spill keeps the records of a run on disk, in sorted runs, so that read
+// holds a bounded number of them whatever the size of the capture. Emit
+// may be called from several goroutines.
+type spill struct {
+	mu      sync.Mutex
+	recs    *os.File // runs of JSON lines
+	legs    *os.File // legDesc of every record, in run order
+	legsW   *bufio.Writer
+	recsOff int64
+	buf     []byte
+	entries []spillEntry
+	runs    []spillRun
+	seq     uint64
+	n       int
+	err     error
+	// serverHosts are the hosts of every server seen: only a record whose
+	// client is one of them (or that names its origin) can be an upstream leg.
+	serverHosts map[string]bool
+}
+
+func newSpill() (*spill, error) {
+	recs, err := os.CreateTemp("", "expectscope-records-*")
+	if err != nil {
+		return nil, err
+	}
+	os.Remove(recs.Name()) // gone when closed, even if we are killed
+	legs, err := os.CreateTemp("", "expectscope-legs-*")
+	if err != nil {
+		recs.Close()
+		return nil, err
+	}
+	os.Remove(legs.Name())
+	return &spill{recs: recs, legs: legs, legsW: bufio.NewWriterSize(legs, 64<<10), serverHosts: map[string]bool{}}, nil
+}
+
+// Close releases the temporary files.
+func (s *spill) Close() {
+	s.recs.Close()
+	s.legs.Close()
+}
+
+// hostOf is the host of an endpoint, as analyze.Correlate takes it.
+func hostOf(ep string) string {
+	h, _, err := net.SplitHostPort(ep)
+	if err != nil {
+		return ep
+	}
+	return h
+}
+
+// Emit stores one record; use it as analyze.Config.Emit.
+func (s *spill) Emit(r *analyze.Record) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	off := len(s.buf)
+	b, err := json.Marshal(r)
+	if err != nil {
+		s.err = err
+		return
+	}
+	s.buf = append(s.buf, b...)
+	s.buf = append(s.buf, '\n')
+	e := spillEntry{sec: r.HeadersEndAt.Unix(), nsec: int32(r.HeadersEndAt.Nanosecond()), id: r.ID, seq: s.seq, off: off, end: len(s.buf)}
+	s.seq++
+	s.n++
+	e.leg = legInfo{clientHost: hostOf(r.Conn.Client), serverHost: hostOf(r.Conn.Server), server: r.Conn.Server,
+		xff: r.Request.XForwardedFor, xrid: r.Request.XRequestID}
+	got417 := r.Final != nil && r.Final.Status == 417
+	got100 := false
+	for _, i := range r.Interim {
+		got100 = got100 || i.Status == 100
+	}
+	e.leg.interim = got417 || got100
+	e.leg.named = r.Final != nil && (r.Final.Via != "" || analyze.ProxyProduct(r.Final.Server) != "")
+	s.serverHosts[e.leg.serverHost] = true
+	s.entries = append(s.entries, e)
+	if len(s.buf) >= spillRunBytes {
+		s.err = s.flushRun()
+	}
+}
+
+func compareKey(asec int64, ansec int32, aid string, bsec int64, bnsec int32, bid string) int {
+	if c := cmp.Compare(asec, bsec); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(ansec, bnsec); c != 0 {
+		return c
+	}
+	return strings.Compare(aid, bid)
+}
+
+// flushRun sorts the buffered records as report.Sort does and writes them.
+func (s *spill) flushRun() error {
+	if len(s.entries) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(s.entries, func(a, b spillEntry) int {
+		return compareKey(a.sec, a.nsec, a.id, b.sec, b.nsec, b.id)
+	})
+	w := bufio.NewWriterSize(io.NewOffsetWriter(s.recs, s.recsOff), 256<<10)
+	start := s.recsOff
+	var hdr [3 * binary.MaxVarintLen64]byte
+	for _, e := range s.entries {
+		if _, err := w.Write(s.buf[e.off:e.end]); err != nil {
+			return err
+		}
+		// The leg descriptor: where the record is, its emit order, then
+		// the strings and flags candidates looks at.
+		n := binary.PutUvarint(hdr[:], uint64(s.recsOff))
+		n += binary.PutUvarint(hdr[n:], uint64(e.end-e.off))
+		n += binary.PutUvarint(hdr[n:], e.seq)
+		s.legsW.Write(hdr[:n])
+		for _, str := range []string{e.leg.clientHost, e.leg.serverHost, e.leg.server, e.leg.xff, e.leg.xrid} {
+			n := binary.PutUvarint(hdr[:], uint64(len(str)))
+			s.legsW.Write(hdr[:n])
+			s.legsW.WriteString(str)
+		}
+		var fl byte
+		if e.leg.interim {
+			fl |= 1
+		}
+		if e.leg.named {
+			fl |= 2
+		}
+		s.legsW.WriteByte(fl)
+		s.recsOff += int64(e.end - e.off)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	s.runs = append(s.runs, spillRun{start, s.recsOff - start})
+	s.buf = s.buf[:0]
+	clear(s.entries)
+	s.entries = s.entries[:0]
+	return nil
+}
+
+// finish writes the last run; no Emit may follow.
+func (s *spill) finish() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = s.flushRun()
+	}
+	if s.err == nil {
+		s.err = s.legsW.Flush()
+	}
+	s.buf, s.entries = nil, nil
+	if s.err != nil {
+		return fmt.Errorf("spilling records to a temporary file: %w", s.err)
+	}
+	return nil
+}
+
+// legDesc is one record's entry in the legs file.
+type legDesc struct {
+	off, size, seq uint64
+	legInfo
+}
+
+// eachLeg calls fn for every record's descriptor.
+func (s *spill) eachLeg(fn func(d *legDesc)) error {
+	r := bufio.NewReaderSize(io.NewSectionReader(s.legs, 0, 1<<62), 64<<10)
+	var d legDesc
+	str := func() (string, error) {
+		n, err := binary.ReadUvarint(r)
+		if err != nil {
+			return "", err
+		}
+		b := make([]byte, n)
+		_, err = io.ReadFull(r, b)
+		return string(b), err
+	}
+	for {
+		var err error
+		if d.off, err = binary.ReadUvarint(r); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if d.size, err = binary.ReadUvarint(r); err != nil {
+			return err
+		}
+		if d.seq, err = binary.ReadUvarint(r); err != nil {
+			return err
+		}
+		for _, p := range []*string{&d.clientHost, &d.serverHost, &d.server, &d.xff, &d.xrid} {
+			if *p, err = str(); err != nil {
+				return err
+			}
+		}
+		fl, err := r.ReadByte()
+		if err != nil {
+			return err
+		}
+		d.interim, d.named = fl&1 != 0, fl&2 != 0
+		fn(&d)
+	}
+}
+
+// forwardedIPs lists the addresses an X-Forwarded-For names, trimmed as
+// analyze.Correlate reads them.
+func forwardedIPs(xff string) []string {
+	var ips []string
+	for f := range strings.SplitSeq(xff, ",") {
+		ips = append(ips, strings.Trim(strings.TrimSpace(f), "[]\""))
+	}
+	return ips
+}
+
+// candidates returns, in emit order, the records that can take part in a
+// hop of analyze.Correlate; the others cannot, so correlating these alone
+// gives the same hops (but for Correlate's bound of 512 waiting legs per
+// method and target, which now counts possible legs only). A record can be:
+//
+//   - an upstream leg only if its client's host is the host of a server
+//     (sameHost), or it carries X-Forwarded-For or X-Request-ID;
+//   - a downstream leg only if its server's host is the client host of
+//     such an upstream leg, or its client is named in such an
+//     X-Forwarded-For, or it carries X-Request-ID;
+//   - a one-leg hop only if it got a 100 or 417 whose response names an
+//     intermediary (Via, a proxy-only Server) or from a server that is
+//     the downstream leg's server of some pair.
+func (s *spill) candidates() ([]*analyze.Record, error) {
+	upHosts := map[string]bool{}
+	fwdIPs := map[string]bool{}
+	isUp := func(d *legDesc) bool {
+		return s.serverHosts[d.clientHost] || d.xff != "" || d.xrid != ""
+	}
+	err := s.eachLeg(func(d *legDesc) {
+		if !isUp(d) {
+			return
+		}
+		if s.serverHosts[d.clientHost] {
+			upHosts[d.clientHost] = true
+		}
+		if d.xff != "" {
+			for _, ip := range forwardedIPs(d.xff) {
+				fwdIPs[ip] = true
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	isDown := func(d *legDesc) bool {
+		return upHosts[d.serverHost] || fwdIPs[d.clientHost] || d.xrid != ""
+	}
+	proxies := map[string]bool{}
+	if err := s.eachLeg(func(d *legDesc) {
+		if isDown(d) {
+			proxies[d.server] = true
+		}
+	}); err != nil {
+		return nil, err
+	}
+	type at struct{ off, size, seq uint64 }
+	var want []at
+	if err := s.eachLeg(func(d *legDesc) {
+		if isUp(d) || isDown(d) || d.interim && (d.named || proxies[d.server]) {
+			want = append(want, at{d.off, d.size, d.seq})
+		}
+	}); err != nil {
+		return nil, err
+	}
+	slices.SortFunc(want, func(a, b at) int { return cmp.Compare(a.seq, b.seq) })
+	recs := make([]*analyze.Record, 0, len(want))
+	for _, w := range want {
+		b := make([]byte, w.size)
+		if _, err := s.recs.ReadAt(b, int64(w.off)); err != nil {
+			return nil, err
+		}
+		r := new(analyze.Record)
+		if err := json.Unmarshal(b, r); err != nil {
+			return nil, err
+		}
+		recs = append(recs, r)
+	}
+	return recs, nil
+}
+
+// runReader reads one sorted run.
+type runReader struct {
+	r   *bufio.Reader
+	cur *analyze.Record
+}
+
+func (rr *runReader) next() error {
+	line, err := rr.r.ReadBytes('\n')
+	if err == io.EOF && len(line) == 0 {
+		rr.cur = nil
+		return nil
+	}
+	if err != nil && err != io.EOF {
+		return err
+	}
+	r := new(analyze.Record)
+	if err := json.Unmarshal(bytes.TrimSuffix(line, []byte("\n")), r); err != nil {
+		return err
+	}
+	rr.cur = r
+	return nil
+}
+
+type runHeap []*runReader
+
+func (h runHeap) Len() int { return len(h) }
+func (h runHeap) Less(i, j int) bool {
+	a, b := h[i].cur, h[j].cur
+	return compareKey(a.HeadersEndAt.Unix(), int32(a.HeadersEndAt.Nanosecond()), a.ID,
+		b.HeadersEndAt.Unix(), int32(b.HeadersEndAt.Nanosecond()), b.ID) < 0
+}
+func (h runHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
+func (h *runHeap) Push(x any)   { *h = append(*h, x.(*runReader)) }
+func (h *runHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// errStop ends each early without an error.
+var errStop = errors.New("stop")
+
+// each calls fn for every record in report order (report.Sort), merging
+// the runs; a record in patched is replaced by its patched copy. It can
+// be called again for another pass.
+func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Record) error) error {
+	h := make(runHeap, 0, len(s.runs))
+	for _, run := range s.runs {
+		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 32<<10)}
+		if err := rr.next(); err != nil {
+			return err
+		}
+		if rr.cur != nil {
+			h = append(h, rr)
+		}
+	}
+	heap.Init(&h)
+	for h.Len() > 0 {
+		rr := h[0]
+		r := rr.cur
+		if p := patched[r.ID]; p != nil {
+			r = p
+		}
+		if err := fn(r); err != nil {
+			if err == errStop {
+				return nil
+			}
+			return err
+		}
+		if err := rr.next(); err != nil {
+			return err
+		}
+		if rr.cur == nil {
+			heap.Pop(&h)
+		} else {
+			heap.Fix(&h, 0)
+		}
+	}
+	return nil
+}

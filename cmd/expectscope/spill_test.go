@@ -1,0 +1,143 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"slices"
+	"testing"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/report"
+)
+
+// cloneRecords deep-copies records through JSON, as the spill does.
+func cloneRecords(t *testing.T, recs []*analyze.Record) []*analyze.Record {
+	t.Helper()
+	out := make([]*analyze.Record, len(recs))
+	for i, r := range recs {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = new(analyze.Record)
+		if err := json.Unmarshal(b, out[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return out
+}
+
+// TestSpillOrderAndCandidates: records spilled in emit order (with runs
+// much smaller than usual) come back in report.Sort order, and
+// correlating only the candidates gives the hops and record changes of
+// correlating everything.
+func TestSpillOrderAndCandidates(t *testing.T) {
+	emitted := uncorrelatedCorpus(t)
+	want := cloneRecords(t, emitted)
+	wantHops := analyze.Correlate(want)
+	report.Sort(want)
+	report.SortHops(wantHops)
+	if len(wantHops) == 0 {
+		t.Fatal("the corpus has no hop: the test proves nothing")
+	}
+
+	sp, err := newSpill()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	for i, r := range cloneRecords(t, emitted) {
+		sp.Emit(r)
+		if i%7 == 0 { // many small runs
+			sp.mu.Lock()
+			if err := sp.flushRun(); err != nil {
+				t.Fatal(err)
+			}
+			sp.mu.Unlock()
+		}
+	}
+	if err := sp.finish(); err != nil {
+		t.Fatal(err)
+	}
+	cands, err := sp.candidates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d of %d records are candidate legs", len(cands), len(emitted))
+	hops := analyze.Correlate(cands)
+	report.SortHops(hops)
+	patched := map[string]*analyze.Record{}
+	for _, r := range cands {
+		patched[r.ID] = r
+	}
+	var got []*analyze.Record
+	if err := sp.each(patched, func(r *analyze.Record) error { got = append(got, r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	enc := func(v any) string {
+		var b bytes.Buffer
+		e := json.NewEncoder(&b)
+		e.SetEscapeHTML(false)
+		e.Encode(v)
+		return b.String()
+	}
+	if g, w := enc(got), enc(want); g != w {
+		t.Errorf("records differ (%d vs %d)", len(got), len(want))
+	}
+	if g, w := enc(hops), enc(wantHops); g != w {
+		t.Errorf("hops differ:\n%s\nwant\n%s", g, w)
+	}
+}
+
+// TestRecordWriterMatchesWrite: rendering records one at a time gives the
+// bytes of report.Write over all of them, in every format, with hops and
+// without records.
+func TestRecordWriterMatchesWrite(t *testing.T) {
+	recs := uncorrelatedCorpus(t)
+	hops := analyze.Correlate(recs)
+	report.Sort(recs)
+	report.SortHops(hops)
+	for _, format := range report.Formats {
+		for _, c := range []struct {
+			name string
+			recs []*analyze.Record
+			hops []*analyze.Hop
+		}{{"all", recs, hops}, {"no hops", recs[:len(recs)/3], nil}, {"none", nil, nil}} {
+			out := &report.Output{Records: c.recs, Hops: c.hops, Summary: report.Tally(c.recs)}
+			var want, got bytes.Buffer
+			if err := report.Write(&want, format, out, false); err != nil {
+				t.Fatal(err)
+			}
+			rw, err := report.NewRecordWriter(&got, format, c.hops)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range c.recs {
+				if err := rw.Write(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := rw.Close(c.hops, out.Summary); err != nil {
+				t.Fatal(err)
+			}
+			if got.String() != want.String() {
+				t.Errorf("%s, %s: RecordWriter wrote\n%s\nwant\n%s", format, c.name, got.String(), want.String())
+			}
+		}
+	}
+}
+
+// uncorrelatedCorpus is every record of the corpus in emit order, before
+// correlation, ids made unique across captures.
+func uncorrelatedCorpus(t *testing.T) []*analyze.Record {
+	t.Helper()
+	recs := corpusRecordsRaw(t)
+	seen := map[string]bool{}
+	for i, r := range recs {
+		for seen[r.ID] {
+			r.ID += "+" + string(rune('a'+i%26))
+		}
+		seen[r.ID] = true
+	}
+	return slices.Clip(recs)
+}

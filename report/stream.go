@@ -1,0 +1,251 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/expectscope/expectscope/analyze"
+)
+
+// RecordWriter renders records one at a time, in the order given, as
+// Write would render an Output holding them all: the same bytes, without
+// keeping the records. Records must come in report order (Sort); Start
+// must be set before the first Write when it differs from the first
+// record's headers end.
+//
+// csv, ndjson, json and markdown keep only the few records that are the
+// downstream leg of a hop (for the Intermediaries table) and, for
+// markdown, spool the diagnoses to a temporary file to print them after
+// the table. The table format needs every row to size its columns: it
+// keeps them all.
+type RecordWriter struct {
+	w      io.Writer
+	format string
+	// Start is the origin of the time offsets (zero: the first record's
+	// headers end).
+	Start time.Time
+
+	n       int
+	sec     section
+	enc     *json.Encoder
+	cw      *csv.Writer
+	hopDown map[string]bool
+	legs    []*analyze.Record
+	table   []*analyze.Record // table format: every record
+	diag    *os.File          // markdown: diagnoses, written after the table
+	diagW   *bufio.Writer
+	err     error
+}
+
+// NewRecordWriter starts rendering records in format to w. hops are the
+// hops of the run (their downstream records are kept to name the request
+// in the Intermediaries table).
+func NewRecordWriter(w io.Writer, format string, hops []*analyze.Hop) (*RecordWriter, error) {
+	rw := &RecordWriter{w: w, format: format, hopDown: map[string]bool{}}
+	for _, h := range hops {
+		rw.hopDown[h.Downstream.ID] = true
+	}
+	switch format {
+	case FormatNDJSON:
+		rw.enc = json.NewEncoder(w)
+		rw.enc.SetEscapeHTML(false)
+	case FormatJSON:
+		rw.enc = json.NewEncoder(&bytes.Buffer{})
+		if _, err := io.WriteString(w, "{\n \"records\": ["); err != nil {
+			return nil, err
+		}
+	case FormatCSV:
+		rw.cw = csv.NewWriter(w)
+		rw.sec = recordHeader(styleCSV)
+		head := append([]string{rw.sec.header[0], "at"}, rw.sec.header[1:]...)
+		if err := rw.cw.Write(head); err != nil {
+			return nil, err
+		}
+	case FormatMarkdown:
+		rw.sec = recordHeader(styleMarkdown)
+		if _, err := fmt.Fprint(w, "## Expect negotiations\n\n"); err != nil {
+			return nil, err
+		}
+	case FormatTable:
+	default:
+		return nil, fmt.Errorf("report: unknown format %q", format)
+	}
+	return rw, nil
+}
+
+func (rw *RecordWriter) start(r *analyze.Record) time.Time {
+	if rw.Start.IsZero() {
+		rw.Start = r.HeadersEndAt
+	}
+	return rw.Start
+}
+
+// jsonIndented writes v as WriteJSON would at depth (prefix of that
+// many spaces), without the trailing newline.
+func jsonIndented(w io.Writer, v any, prefix string) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent(prefix, " ")
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	_, err := w.Write(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	return err
+}
+
+// Write renders one record.
+func (rw *RecordWriter) Write(r *analyze.Record) error {
+	if rw.err != nil {
+		return rw.err
+	}
+	if rw.hopDown[r.ID] {
+		rw.legs = append(rw.legs, r)
+	}
+	t0 := rw.start(r)
+	rw.n++
+	switch rw.format {
+	case FormatNDJSON:
+		rw.err = rw.enc.Encode(r)
+	case FormatJSON:
+		sep := ",\n  "
+		if rw.n == 1 {
+			sep = "\n  "
+		}
+		if _, rw.err = io.WriteString(rw.w, sep); rw.err == nil {
+			rw.err = jsonIndented(rw.w, r, "  ")
+		}
+	case FormatCSV:
+		row := recordRow(r, t0, styleCSV)
+		cells := make([]string, 0, len(row)+1)
+		cells = append(cells, rw.sec.cell(styleCSV, 0, row[0]), r.HeadersEndAt.UTC().Format("2006-01-02T15:04:05.000000Z07:00"))
+		for i := 1; i < len(row); i++ {
+			cells = append(cells, rw.sec.cell(styleCSV, i, row[i]))
+		}
+		rw.err = rw.cw.Write(cells)
+	case FormatMarkdown:
+		if rw.n == 1 {
+			fmt.Fprintf(rw.w, "Times are offsets in seconds from %s.\n\n", t0.UTC().Format(time.RFC3339Nano))
+			fmt.Fprintf(rw.w, "| %s |\n", strings.Join(rw.sec.header, " | "))
+			seps := make([]string, len(rw.sec.header))
+			for i := range seps {
+				seps[i] = "---"
+			}
+			fmt.Fprintf(rw.w, "|%s|\n", strings.Join(seps, "|"))
+		}
+		row := recordRow(r, t0, styleMarkdown)
+		for i, v := range row {
+			row[i] = rw.sec.cell(styleMarkdown, i, v)
+		}
+		_, rw.err = fmt.Fprintf(rw.w, "| %s |\n", strings.Join(row, " | "))
+		if rw.err == nil && r.Diagnosis != "" {
+			rw.err = rw.spoolDiagnosis(r)
+		}
+	case FormatTable:
+		rw.table = append(rw.table, r)
+	}
+	return rw.err
+}
+
+func (rw *RecordWriter) spoolDiagnosis(r *analyze.Record) error {
+	if rw.diag == nil {
+		f, err := os.CreateTemp("", "expectscope-diag-*")
+		if err != nil {
+			return err
+		}
+		os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
+		rw.diag = f
+		rw.diagW = bufio.NewWriter(f)
+		rw.diagW.WriteString("\n")
+	}
+	_, err := fmt.Fprintf(rw.diagW, "- **%s**: %s\n", r.ID, MarkdownEscape(Escape(r.Diagnosis)))
+	return err
+}
+
+// Close writes what follows the records: diagnoses, hops and summary
+// (nil: none) as Write does for the format. hops are the selected hops.
+func (rw *RecordWriter) Close(hops []*analyze.Hop, summary *Counts) error {
+	if rw.diag != nil {
+		defer rw.diag.Close()
+	}
+	if rw.err != nil {
+		return rw.err
+	}
+	switch rw.format {
+	case FormatNDJSON:
+		return WriteNDJSON(rw.w, &Output{Hops: hops, Summary: summary})
+	case FormatJSON:
+		end := "\n ],\n"
+		if rw.n == 0 {
+			end = "],\n"
+		}
+		if _, err := io.WriteString(rw.w, end+" \"hops\": "); err != nil {
+			return err
+		}
+		if len(hops) == 0 {
+			io.WriteString(rw.w, "[]")
+		} else {
+			for i, h := range hops {
+				sep := ",\n  "
+				if i == 0 {
+					sep = "[\n  "
+				}
+				io.WriteString(rw.w, sep)
+				if err := jsonIndented(rw.w, h, "  "); err != nil {
+					return err
+				}
+			}
+			io.WriteString(rw.w, "\n ]")
+		}
+		io.WriteString(rw.w, ",\n \"summary\": ")
+		if err := jsonIndented(rw.w, summary, " "); err != nil {
+			return err
+		}
+		_, err := io.WriteString(rw.w, "\n}\n")
+		return err
+	case FormatCSV:
+		if len(hops) > 0 {
+			hs := intermediarySection(hops, rw.legs)
+			rw.cw.Write(nil)
+			if err := rw.cw.WriteAll(hs.csvRows(true)); err != nil {
+				return err
+			}
+		}
+		rw.cw.Flush()
+		return rw.cw.Error()
+	case FormatMarkdown:
+		if rw.n == 0 {
+			fmt.Fprintln(rw.w, "No Expect negotiations found.")
+		}
+		if rw.diag != nil {
+			if err := rw.diagW.Flush(); err != nil {
+				return err
+			}
+			if _, err := rw.diag.Seek(0, io.SeekStart); err != nil {
+				return err
+			}
+			if _, err := io.Copy(rw.w, rw.diag); err != nil {
+				return err
+			}
+		}
+		if len(hops) > 0 {
+			s := intermediarySection(hops, rw.legs)
+			s.writeMarkdown(rw.w)
+		}
+		if summary != nil {
+			fmt.Fprintln(rw.w)
+			return WriteSummaryMarkdown(rw.w, summary)
+		}
+		return nil
+	case FormatTable:
+		return WriteTable(rw.w, &Output{Records: rw.table, Hops: hops, Summary: summary, Start: rw.Start})
+	}
+	return nil
+}
