@@ -38,6 +38,13 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return &exitError{exitUsage, err}
 	})
+	memLimit := byteSize(defaultMemoryLimit)
+	root.PersistentFlags().Var(&memLimit, "memory-limit", "soft memory limit of the Go runtime: the collector works harder as the heap nears it; 0 for none (without this flag: GOMEMLIMIT if set, else the default)")
+	root.PersistentPreRun = func(cmd *cobra.Command, _ []string) {
+		if f := cmd.Flags().Lookup("memory-limit"); f != nil && f.Changed {
+			applyMemoryLimit(memLimit)
+		}
+	}
 	root.AddCommand(newReadCmd(stdin, stdout, stderr))
 	root.AddCommand(newReportCmd(stdout, stderr))
 	root.AddCommand(newLiveCmd(stdin, stdout, stderr))

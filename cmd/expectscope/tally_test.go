@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
+	"io"
 	"math"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -208,4 +211,28 @@ func TestTallierMatchesReference(t *testing.T) {
 	check("corpus", recs)
 	check("first half", recs[:len(recs)/2])
 	check("none", nil)
+}
+
+// TestMemoryLimitFlag: --memory-limit sets the runtime's soft limit; 0
+// removes it; a bad size is a usage error.
+func TestMemoryLimitFlag(t *testing.T) {
+	old := debug.SetMemoryLimit(-1)
+	defer debug.SetMemoryLimit(old)
+	for _, c := range []struct {
+		arg  string
+		want int64
+	}{{"120MiB", 120 << 20}, {"1.5GiB", 3 << 29}, {"500MB", 500e6}, {"1048576", 1 << 20}, {"0", math.MaxInt64}} {
+		var out, errb bytes.Buffer
+		code := run(context.Background(), []string{"--memory-limit", c.arg, "read", "-f", "ndjson", "--summary", "../../testdata/corpus/direct/curl-apache-cgi-post-continue.pcap.gz"}, nil, &out, &errb)
+		if code != exitOK {
+			t.Fatalf("%s: exit %d: %s", c.arg, code, errb.String())
+		}
+		if got := debug.SetMemoryLimit(-1); got != c.want {
+			t.Errorf("--memory-limit %s: limit %d, want %d", c.arg, got, c.want)
+		}
+	}
+	var errb bytes.Buffer
+	if code := run(context.Background(), []string{"--memory-limit", "lots", "read", "x.pcap"}, nil, io.Discard, &errb); code != exitUsage {
+		t.Errorf("--memory-limit lots: exit %d, want %d", code, exitUsage)
+	}
 }
