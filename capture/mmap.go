@@ -86,6 +86,17 @@ func (s *fileSource) Mapped() bool {
 	return len(s.inputs) > 0
 }
 
+// MappedSize is the total size of the mapped inputs.
+func (s *fileSource) MappedSize() int64 {
+	var n int64
+	for _, in := range s.inputs {
+		if in.mr != nil {
+			n += int64(len(in.mr.m))
+		}
+	}
+	return n
+}
+
 // NextFrame implements FrameSource.
 func (s *fileSource) NextFrame(f *Frame) error {
 	if !s.primed {

@@ -24,12 +24,20 @@ type Options struct {
 	Warn func(error)
 	// Progress, when set, is called every few thousand packets.
 	Progress func(capture.Stats, analyze.Stats)
-	// Workers is the number of analysis shards (default GOMAXPROCS). With
-	// one, everything runs on the calling goroutine. With more, the calling
-	// goroutine reads and decodes, and hands segments in batches to
-	// Workers goroutines, each with its own Assembler and Analyzer; a
-	// connection always goes to the same worker (a symmetric hash of its
-	// 4-tuple), so it is reassembled in order. See sharded.go.
+	// Workers is the number of analysis shards. With one, everything runs
+	// on the calling goroutine. With more, Workers goroutines each run
+	// their own Assembler and Analyzer; a connection always goes to the
+	// same worker (a symmetric hash of its 4-tuple), so it is reassembled
+	// in order. For a memory-mapped capture file (see capture.FrameSource)
+	// framing and decoding run in parallel too and nothing is copied (see
+	// mapped.go); for other sources the calling goroutine reads and
+	// decodes, and copies segments in batches to the workers (sharded.go).
+	//
+	// Zero picks: GOMAXPROCS workers for a mapped file of at least
+	// minShardedSize; one otherwise, because reading a stream (standard
+	// input, gzip, zstd) is then the bottleneck and the copies to the
+	// workers make several no faster than one (bench/RESULTS.md, round 3).
+	// The records are the same for any number of workers.
 	//
 	// Clock ticks: a Segment whose Src is not valid (!Src.IsValid()) and
 	// that carries no payload is a tick. It only advances capture time (a
@@ -81,7 +89,7 @@ var ErrNoInput = errors.New("no packet could be read")
 func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err error) {
 	w := opt.Workers
 	if w <= 0 {
-		w = runtime.GOMAXPROCS(0)
+		w = defaultWorkers(src)
 	}
 	if w > 1 {
 		if fs, ok := src.(capture.FrameSource); ok && fs.Mapped() {
@@ -191,4 +199,17 @@ func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Resul
 func mapped(src capture.Source) bool {
 	fs, ok := src.(capture.FrameSource)
 	return ok && fs.Mapped()
+}
+
+// minShardedSize is the smallest mapped file analysed by several workers
+// by default: below it, starting them costs more than they save.
+const minShardedSize = 8 << 20
+
+// defaultWorkers is the number of workers Options.Workers zero stands for.
+func defaultWorkers(src capture.Source) int {
+	ms, ok := src.(interface{ MappedSize() int64 })
+	if !mapped(src) || !ok || ms.MappedSize() < minShardedSize {
+		return 1
+	}
+	return runtime.GOMAXPROCS(0)
 }

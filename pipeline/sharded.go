@@ -92,18 +92,18 @@ func (b *batch) add(seg *capture.Segment) bool {
 // connection map to the same shard. It depends on the addresses alone,
 // so the assignment is the same on every run.
 func shardOf(src, dst netip.AddrPort, n int) int {
-	return int((mixAP(src) + mixAP(dst)) % uint64(n))
-}
-
-func mixAP(ap netip.AddrPort) uint64 {
-	a := ap.Addr().As16()
-	h := binary.LittleEndian.Uint64(a[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(a[8:])
-	h ^= uint64(ap.Port()) << 7
+	h := foldAP(src) + foldAP(dst) // the same both ways
 	h *= 0xff51afd7ed558ccd
 	h ^= h >> 33
 	h *= 0xc4ceb9fe1a85ec53
 	h ^= h >> 29
-	return h >> 1
+	return int((h >> 1) % uint64(n))
+}
+
+// foldAP folds an endpoint into 64 bits; shardOf mixes the sum.
+func foldAP(ap netip.AddrPort) uint64 {
+	a := ap.Addr().As16()
+	return binary.LittleEndian.Uint64(a[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(a[8:]) ^ uint64(ap.Port())<<7
 }
 
 // recMsg carries a worker's records (and, when done, its final state) to
