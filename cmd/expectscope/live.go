@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -181,6 +182,7 @@ func runLive(ctx context.Context, o *liveOptions, stdout, stderr io.Writer) erro
 
 	fmt.Fprintf(stderr, "expectscope: capturing on %s (%s)\n", o.iface, describeFilter(o, spec))
 	st := newRecordStream(stdout, format, o.all)
+	defer st.Close()
 	opt := pipeline.Options{
 		Analyze: analyze.Config{
 			All:         true, // exchanges feed the correlation of hops
@@ -213,7 +215,7 @@ func runLive(ctx context.Context, o *liveOptions, stdout, stderr io.Writer) erro
 	input["kernel_packets"] = ls.KernelPackets
 	input["kernel_drops"] = ls.KernelDrops
 	input["loopback_duplicates"] = ls.LoopbackDups
-	if err := st.Finish(analyze.Correlate(st.All()), input, warnings); err != nil {
+	if err := st.Finish(input, warnings); err != nil {
 		return &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
 	}
 	if runErr != nil && !errors.Is(runErr, pipeline.ErrNoInput) {
@@ -261,19 +263,27 @@ func describeFilter(o *liveOptions, spec capture.LiveOptions) string {
 // pipelines may emit from several goroutines.
 //
 // To stream a command's output: st := newRecordStream(w, format, all);
-// optionally st.Match = filter.Match; set analyze.Config{All: true,
-// Emit: st.Emit}; run the pipeline; then
-// st.Finish(analyze.Correlate(st.All()), res.Counters(), res.Warnings).
+// defer st.Close(); optionally st.Match = filter.Match; set
+// analyze.Config{All: true, Emit: st.Emit}; run the pipeline; then
+// st.Finish(res.Counters(), res.Warnings).
+//
+// Records are printed as they come and spilled to a temporary file (see
+// spill): at the end they are correlated (hops can add flags) and
+// summarised from there, so the stream holds no record in memory.
 type recordStream struct {
 	mu     sync.Mutex
 	w      io.Writer
 	format string
 	all    bool
 	// Match, when set, selects the records printed and summarised.
-	Match   func(*analyze.Record) bool
+	Match func(*analyze.Record) bool
+	// FailOn lists the verdicts and flags Failed looks for.
+	FailOn  []string
 	enc     *json.Encoder
-	every   []*analyze.Record // all records, for correlation
-	shown   []*analyze.Record // the selected ones, as printed
+	sp      *spill // every record, for correlation and the summary
+	emitted int
+	printed int
+	failed  bool
 	header  bool
 	err     error
 	flusher interface{ Flush() error }
@@ -289,18 +299,33 @@ func newRecordStream(w io.Writer, format string, all bool) *recordStream {
 	if f, ok := w.(interface{ Flush() error }); ok {
 		s.flusher = f
 	}
+	s.sp, s.err = newSpill()
 	return s
+}
+
+// Close removes the temporary file.
+func (s *recordStream) Close() {
+	if s.sp != nil {
+		s.sp.Close()
+	}
+}
+
+func (s *recordStream) shows(r *analyze.Record) bool {
+	return (s.all || r.Type == analyze.TypeNegotiation) && (s.Match == nil || s.Match(r))
 }
 
 // Emit writes one record at once; use it as analyze.Config.Emit.
 func (s *recordStream) Emit(r *analyze.Record) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.every = append(s.every, r)
-	if !s.all && r.Type != analyze.TypeNegotiation || s.Match != nil && !s.Match(r) {
+	if s.sp != nil {
+		s.sp.Emit(r)
+	}
+	s.emitted++
+	if !s.shows(r) {
 		return
 	}
-	s.shown = append(s.shown, r)
+	s.printed++
 	if s.err != nil {
 		return
 	}
@@ -349,19 +374,54 @@ func tableLine(r *analyze.Record) string {
 	return strings.TrimRight(line, " ")
 }
 
-// Finish writes the hops (ndjson only) and the summary of the selected
-// records: an ndjson summary object, or the summary tables.
-func (s *recordStream) Finish(hops []*analyze.Hop, input map[string]uint64, warnings []string) error {
+// Finish correlates every record emitted, then writes the hops (ndjson
+// only) and the summary of the selected records: an ndjson summary
+// object, or the summary tables. Correlation can add flags to records
+// already printed: the summary and Failed count them.
+func (s *recordStream) Finish(input map[string]uint64, warnings []string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.err != nil {
 		return s.err
 	}
-	c := report.Tally(s.shown)
+	if err := s.sp.finish(); err != nil {
+		return err
+	}
+	cands, err := s.sp.candidates()
+	if err != nil {
+		return err
+	}
+	hops := analyze.Correlate(cands)
+	patched := make(map[string]*analyze.Record, len(cands))
+	for _, r := range cands {
+		patched[r.ID] = r
+	}
+	fail := map[string]bool{}
+	for _, w := range s.FailOn {
+		fail[strings.TrimSpace(w)] = true
+	}
+	tl := report.NewTallier()
+	// Shown or not was decided on the record as it came, before
+	// correlation (as printed); the summary counts it as correlated.
+	if err := s.sp.each(nil, func(r *analyze.Record) error {
+		if s.shows(r) {
+			if p := patched[r.ID]; p != nil {
+				r = p
+			}
+			tl.Add(r)
+			if !s.failed && len(fail) > 0 {
+				s.failed = r.Type == analyze.TypeNegotiation && fail[string(r.Verdict)] ||
+					slices.ContainsFunc(r.Flags, func(f analyze.Flag) bool { return fail[string(f)] })
+			}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("reading back spilled records: %w", err)
+	}
+	c := tl.Counts()
 	c.Hops = len(hops)
 	c.Input = input
 	c.Warnings = warnings
-	var err error
 	if s.format == report.FormatNDJSON {
 		report.SortHops(hops)
 		for _, h := range hops {
@@ -371,7 +431,7 @@ func (s *recordStream) Finish(hops []*analyze.Hop, input map[string]uint64, warn
 		}
 		err = s.enc.Encode(c)
 	} else {
-		if len(s.shown) > 0 {
+		if s.printed > 0 {
 			fmt.Fprintln(s.w)
 		}
 		err = report.WriteCounts(s.w, c)
@@ -382,19 +442,19 @@ func (s *recordStream) Finish(hops []*analyze.Hop, input map[string]uint64, warn
 	return err
 }
 
-// All returns every record emitted so far (exchanges included), for
-// correlation.
-func (s *recordStream) All() []*analyze.Record {
+// Counts returns how many records were emitted and how many printed.
+func (s *recordStream) Counts() (emitted, printed int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.every
+	return s.emitted, s.printed
 }
 
-// Shown returns the records printed so far (for --fail-on).
-func (s *recordStream) Shown() []*analyze.Record {
+// Failed reports whether a selected record had a verdict or flag of
+// FailOn; it is known after Finish.
+func (s *recordStream) Failed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.shown
+	return s.failed
 }
 
 // streams reports whether read should stream: standard input alone, a
@@ -416,7 +476,9 @@ func runReadStream(ctx context.Context, src capture.Source, o *readOptions, form
 		return err
 	}
 	st := newRecordStream(stdout, format, o.all)
+	defer st.Close()
 	st.Match = f.Match
+	st.FailOn = o.failOn
 	warn := func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) }
 	opt := pipeline.Options{
 		Analyze: analyze.Config{
@@ -435,13 +497,13 @@ func runReadStream(ctx context.Context, src capture.Source, o *readOptions, form
 		input = res.Counters()
 		warnings = res.Warnings
 	}
-	if err := st.Finish(analyze.Correlate(st.All()), input, warnings); err != nil {
+	if err := st.Finish(input, warnings); err != nil {
 		return &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
 	}
 	if runErr != nil {
 		return &exitError{exitInput, runErr}
 	}
-	if matchesFailOn(st.Shown(), o.failOn) {
+	if st.Failed() {
 		return &exitError{code: exitFindings}
 	}
 	return nil

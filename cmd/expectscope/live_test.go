@@ -31,6 +31,8 @@ func (f *flushCounter) Flush() error { f.flushes++; return nil }
 func TestRecordStreamNDJSON(t *testing.T) {
 	var w flushCounter
 	st := newRecordStream(&w, "ndjson", false)
+	defer st.Close()
+	st.FailOn = []string{"retried-without-expect"}
 	st.Emit(liveRecord("1-1", "/a", analyze.TypeNegotiation))
 	if n := strings.Count(w.String(), "\n"); n != 1 || w.flushes != 1 {
 		t.Fatalf("after one record: %d lines, %d flushes", n, w.flushes)
@@ -41,11 +43,14 @@ func TestRecordStreamNDJSON(t *testing.T) {
 	if n := strings.Count(w.String(), "\n"); n != 1 {
 		t.Fatalf("an exchange or a filtered record was printed:\n%s", w.String())
 	}
-	if len(st.All()) != 3 || len(st.Shown()) != 1 {
-		t.Fatalf("all %d, shown %d", len(st.All()), len(st.Shown()))
+	if all, shown := st.Counts(); all != 3 || shown != 1 {
+		t.Fatalf("all %d, shown %d", all, shown)
 	}
-	if err := st.Finish(nil, map[string]uint64{"kernel_drops": 3}, nil); err != nil {
+	if err := st.Finish(map[string]uint64{"kernel_drops": 3}, nil); err != nil {
 		t.Fatal(err)
+	}
+	if !st.Failed() {
+		t.Error("--fail-on retried-without-expect did not match the shown record")
 	}
 	lines := strings.Split(strings.TrimSpace(w.String()), "\n")
 	var sum struct {
@@ -64,6 +69,7 @@ func TestRecordStreamNDJSON(t *testing.T) {
 func TestRecordStreamTableEscapes(t *testing.T) {
 	var w bytes.Buffer
 	st := newRecordStream(&w, "table", false)
+	defer st.Close()
 	st.Emit(liveRecord("1-1", "/evil\x1b[2J\r\n", analyze.TypeNegotiation))
 	out := w.String()
 	if strings.Contains(out, "\x1b") || strings.Count(out, "\n") != 2 {

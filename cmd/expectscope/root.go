@@ -311,6 +311,7 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 		return &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
 	}
 	hops := analyze.Correlate(cands)
+	report.SortHops(hops)
 	patched := make(map[string]*analyze.Record, len(cands))
 	for _, r := range cands {
 		patched[r.ID] = r
