@@ -44,7 +44,7 @@ import (
 // flight. Records go to the merger of sharded.go as in runSharded.
 const (
 	frameBatch    = 512
-	mappedBatches = 6 // per worker
+	mappedBatches = 8 // per worker
 )
 
 type fbatch struct {
@@ -432,7 +432,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	rcfg.StablePayloads = true // frames stay valid until src is closed
 
 	nb := mappedBatches * nw
-	ahead := 2 * nw // chunks being decoded ahead of the one awaited
+	ahead := nb - 2*nw // chunks being decoded ahead of the one awaited (the rest are with the workers)
 	free := make(chan *fbatch, nb)
 	for range nb {
 		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]capture.Segment, nw), frag: make([][]capture.Segment, nw)}
