@@ -24,7 +24,7 @@ import (
 // downstream leg of a hop (for the Intermediaries table) and, for
 // markdown, spool the diagnoses to a temporary file to print them after
 // the table. The table format needs every row to size its columns: it
-// keeps them all.
+// keeps every row's cells (not the records) and spools the diagnoses.
 type RecordWriter struct {
 	w      io.Writer
 	format string
@@ -38,8 +38,8 @@ type RecordWriter struct {
 	cw      *csv.Writer
 	hopDown map[string]bool
 	legs    []*analyze.Record
-	table   []*analyze.Record // table format: every record
-	diag    *os.File          // markdown: diagnoses, written after the table
+	cells   [][]string // table format: every row, rendered
+	diag    *os.File   // markdown: diagnoses, written after the table
 	diagW   *bufio.Writer
 	err     error
 }
@@ -74,6 +74,7 @@ func NewRecordWriter(w io.Writer, format string, hops []*analyze.Hop) (*RecordWr
 			return nil, err
 		}
 	case FormatTable:
+		rw.sec = recordHeader(styleTable)
 	default:
 		return nil, fmt.Errorf("report: unknown format %q", format)
 	}
@@ -149,7 +150,14 @@ func (rw *RecordWriter) Write(r *analyze.Record) error {
 			rw.err = rw.spoolDiagnosis(r)
 		}
 	case FormatTable:
-		rw.table = append(rw.table, r)
+		row := recordRow(r, t0, styleTable)
+		for i, v := range row {
+			row[i] = rw.sec.cell(styleTable, i, v)
+		}
+		rw.cells = append(rw.cells, row)
+		if r.Diagnosis != "" {
+			rw.err = rw.spoolDiagnosis(r)
+		}
 	}
 	return rw.err
 }
@@ -163,9 +171,31 @@ func (rw *RecordWriter) spoolDiagnosis(r *analyze.Record) error {
 		os.Remove(f.Name()) // unlinked: gone when closed, whatever happens
 		rw.diag = f
 		rw.diagW = bufio.NewWriter(f)
-		rw.diagW.WriteString("\n")
+		if rw.format == FormatMarkdown {
+			rw.diagW.WriteString("\n")
+		}
 	}
-	_, err := fmt.Fprintf(rw.diagW, "- **%s**: %s\n", r.ID, MarkdownEscape(Escape(r.Diagnosis)))
+	var err error
+	if rw.format == FormatMarkdown {
+		_, err = fmt.Fprintf(rw.diagW, "- **%s**: %s\n", r.ID, MarkdownEscape(Escape(r.Diagnosis)))
+	} else {
+		_, err = fmt.Fprintf(rw.diagW, "%s  %s\n", r.ID, Escape(r.Diagnosis))
+	}
+	return err
+}
+
+// copyDiagnoses writes the spooled diagnoses out.
+func (rw *RecordWriter) copyDiagnoses() error {
+	if rw.diag == nil {
+		return nil
+	}
+	if err := rw.diagW.Flush(); err != nil {
+		return err
+	}
+	if _, err := rw.diag.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	_, err := io.Copy(rw.w, rw.diag)
 	return err
 }
 
@@ -224,16 +254,8 @@ func (rw *RecordWriter) Close(hops []*analyze.Hop, summary *Counts) error {
 		if rw.n == 0 {
 			fmt.Fprintln(rw.w, "No Expect negotiations found.")
 		}
-		if rw.diag != nil {
-			if err := rw.diagW.Flush(); err != nil {
-				return err
-			}
-			if _, err := rw.diag.Seek(0, io.SeekStart); err != nil {
-				return err
-			}
-			if _, err := io.Copy(rw.w, rw.diag); err != nil {
-				return err
-			}
+		if err := rw.copyDiagnoses(); err != nil {
+			return err
 		}
 		if len(hops) > 0 {
 			s := intermediarySection(hops, rw.legs)
@@ -245,7 +267,36 @@ func (rw *RecordWriter) Close(hops []*analyze.Hop, summary *Counts) error {
 		}
 		return nil
 	case FormatTable:
-		return WriteTable(rw.w, &Output{Records: rw.table, Hops: hops, Summary: summary, Start: rw.Start})
+		if rw.n == 0 {
+			fmt.Fprintln(rw.w, "No Expect negotiations found.")
+		} else {
+			fmt.Fprintf(rw.w, "times are offsets in seconds from %s\n", rw.Start.UTC().Format(time.RFC3339Nano))
+			t := newTable(rw.w, rw.sec.header)
+			for i, row := range rw.cells {
+				if err := t.Append(row); err != nil {
+					return err
+				}
+				rw.cells[i] = nil
+			}
+			rw.cells = nil
+			if err := t.Render(); err != nil {
+				return err
+			}
+			if err := rw.copyDiagnoses(); err != nil {
+				return err
+			}
+		}
+		if len(hops) > 0 {
+			s := intermediarySection(hops, rw.legs)
+			if err := s.writeTable(rw.w); err != nil {
+				return err
+			}
+		}
+		if summary != nil {
+			fmt.Fprintln(rw.w)
+			return WriteSummaryTable(rw.w, summary)
+		}
+		return nil
 	}
 	return nil
 }
