@@ -30,8 +30,8 @@ import (
 const mmapMinSize = 1 << 20
 
 const (
-	releaseLag  = 32 << 20 // mapped bytes kept behind the reader (batches in flight)
-	releaseStep = 8 << 20  // pages are given back this many bytes at a time
+	releaseLag  = 2 << 20 // mapped bytes kept behind the reader (batches in flight; more only costs faults)
+	releaseStep = 2 << 20 // pages are given back this many bytes at a time
 )
 
 // Frame is one captured record, not decoded. Data aliases the mapping.
@@ -342,4 +342,3 @@ func (c *Chunker) Fail(packet uint64, off int64, err error) *Warning {
 // Release gives back the mapped pages before off: records before it must
 // not be in use any more (reading them again would only be slower).
 func (c *Chunker) Release(off int64) { c.mr.release(int(off)) }
-

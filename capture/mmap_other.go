@@ -8,5 +8,5 @@ import (
 )
 
 func mapFile(*os.File, int64) ([]byte, error) { return nil, errors.ErrUnsupported }
-func releaseMapped([]byte)                     {}
-func unmapFile([]byte) error                   { return nil }
+func releaseMapped([]byte)                    {}
+func unmapFile([]byte) error                  { return nil }
