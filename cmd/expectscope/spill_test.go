@@ -141,3 +141,44 @@ func uncorrelatedCorpus(t *testing.T) []*analyze.Record {
 	}
 	return slices.Clip(recs)
 }
+
+// TestSpillCandidates: only records that can be a leg of a hop are read
+// back for correlation.
+func TestSpillCandidates(t *testing.T) {
+	rec := func(id, client, server string) *analyze.Record {
+		return &analyze.Record{Type: analyze.TypeNegotiation, ID: id, Conn: analyze.Conn{Client: client, Server: server},
+			Request: analyze.Request{Method: "PUT", Target: "/x"}, HeadersEndAt: rt0}
+	}
+	via := rec("via", "10.0.0.9:1000", "10.0.0.8:80")
+	via.Final = &analyze.Final{Status: 417, Via: "1.1 squid"}
+	xrid := rec("xrid", "10.0.0.7:1000", "10.0.0.6:80")
+	xrid.Request.XRequestID = "abc"
+	recs := []*analyze.Record{
+		rec("plain", "10.0.0.1:1000", "10.0.0.2:80"),
+		rec("down", "10.0.0.1:1001", "10.0.0.3:3128"),
+		rec("up", "10.0.0.3:2000", "10.0.0.4:80"),
+		via, xrid,
+	}
+	sp, err := newSpill()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	for _, r := range recs {
+		sp.Emit(r)
+	}
+	if err := sp.finish(); err != nil {
+		t.Fatal(err)
+	}
+	cands, err := sp.candidates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range cands {
+		ids = append(ids, r.ID)
+	}
+	if want := []string{"down", "up", "via", "xrid"}; !slices.Equal(ids, want) {
+		t.Errorf("candidates %v, want %v", ids, want)
+	}
+}
