@@ -318,26 +318,6 @@ func (t *Tallier) Add(r *analyze.Record) {
 	}
 }
 
-// groupWaits returns the waits of every negotiation (group < 0) or of the
-// negotiations of one group, chosen by key, as fresh slices.
-func (t *Tallier) groupWaits(key func(e *tallyEntry) int, group int) (w100, cw []float64) {
-	for _, chunk := range t.entries {
-		for i := range chunk {
-			e := &chunk[i]
-			if group >= 0 && key(e) != group {
-				continue
-			}
-			if !math.IsNaN(e.wait100) {
-				w100 = append(w100, e.wait100)
-			}
-			if !math.IsNaN(e.clientWait) {
-				cw = append(cw, e.clientWait)
-			}
-		}
-	}
-	return w100, cw
-}
-
 // finishGroups sets the percentiles of every group in groups (by the
 // index key returns) with one pass over the entries: the waits are laid
 // out group after group in one array, then each group's part is sorted.
@@ -390,9 +370,7 @@ func (t *Tallier) finishGroups(groups []*Group, key func(e *tallyEntry) int) {
 func (t *Tallier) Counts() *Counts {
 	c := t.c
 	all := t.all
-	w100, cw := t.groupWaits(nil, -1)
-	all.finish(w100, cw)
-	w100, cw = nil, nil
+	t.finishGroups([]*Group{all}, func(*tallyEntry) int { return 0 })
 	c.Wait100, c.ClientWait = all.Wait100, all.ClientWait
 	c.LostMs, c.WastedBytes = all.LostMs, all.WastedBytes
 	c.Verdicts = all.Verdicts
