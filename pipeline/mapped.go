@@ -409,7 +409,7 @@ func addCapture(a, b capture.Stats) capture.Stats {
 // Chunked framing.
 //
 // A single mapped pcap file is framed in parallel too (capture.Chunker):
-// the decoders take chunks of chunkSize bytes (256 KiB), each guesses where its
+// the decoders take chunks of chunkSize bytes (512 KiB), each guesses where its
 // first record starts, frames and decodes its records, numbering packets
 // from the chunk's start. The calling goroutine takes the chunks in order,
 // accepts a chunk only if it started where the one before ended (and
@@ -417,7 +417,7 @@ func addCapture(a, b capture.Stats) capture.Stats {
 // decodes its IPv4 fragments in order, numbers its packets, and hands it
 // to every worker, which proceed as in runMapped. A record that cannot be
 // read ends the file there with the warning reading from the start gives.
-var chunkSize = 256 << 10 // a variable for tests
+var chunkSize = 512 << 10 // a variable for tests
 
 // guess is capture.Chunker.Guess; tests replace it with worse guesses.
 var guess = (*capture.Chunker).Guess
