@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,16 +49,16 @@ const (
 )
 
 type fbatch struct {
-	base    uint64 // packet number of frames[0], minus one
-	frames  []capture.Frame
-	subs    [][]capture.Segment // decoded segments by shard
-	maxT    time.Time           // latest time of a segment in subs
-	deferred  []int               // frames deferred to worker 0 (IPv4 fragments)
-	frag    [][]capture.Segment // segments rebuilt from those, by shard
-	fragMax time.Time
-	decoded chan struct{}
-	fragged chan struct{}
-	refs    atomic.Int32
+	base     uint64 // packet number of frames[0], minus one
+	frames   []capture.Frame
+	subs     [][]capture.Segment // decoded segments by shard
+	maxT     time.Time           // latest time of a segment in subs
+	deferred []int               // frames deferred to worker 0 (IPv4 fragments)
+	frag     [][]capture.Segment // segments rebuilt from those, by shard
+	fragMax  time.Time
+	decoded  chan struct{}
+	fragged  chan struct{}
+	refs     atomic.Int32
 
 	// Chunked framing (runChunked): the chunk, where its framing started
 	// and ended, why it ended early, its decoder, and the number of the
@@ -136,6 +137,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 		d := decs[i]
 		dwg.Add(1)
 		go func() {
+			debug.SetPanicOnFault(true) // a mapped file cut short under us faults: recovered as an error
 			defer dwg.Done()
 			for b := range decodeCh {
 				decodeBatch(d, b, nw, func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) })
@@ -163,7 +165,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 		if i == 0 {
 			fd = decs[nw]
 		}
-		go func() { defer wg.Done(); w.runMapped(ins[i], release, fd, nw) }()
+		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, fd, nw) }()
 	}
 
 	mergeDone := make(chan struct{})
@@ -470,6 +472,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	for range nw {
 		dwg.Add(1)
 		go func() {
+			debug.SetPanicOnFault(true) // a mapped file cut short under us faults: recovered as an error
 			defer dwg.Done()
 			for b := range decodeCh {
 				func() {
@@ -501,7 +504,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 		ins[i] = make(chan *fbatch, nb)
 		workers[i] = w
 		wg.Add(1)
-		go func() { defer wg.Done(); w.runMapped(ins[i], release, nil, nw) }()
+		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, nil, nw) }()
 	}
 	mergeDone := make(chan struct{})
 	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)

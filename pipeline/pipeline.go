@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -87,6 +88,9 @@ var ErrNoInput = errors.New("no packet could be read")
 // through reassembly into the analysis, and flushes everything at the end
 // so that no record understood so far is lost.
 func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err error) {
+	// A memory-mapped capture truncated while it is read faults (SIGBUS);
+	// as a panic it is recovered into an error like any other.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	w := opt.Workers
 	if w <= 0 {
 		w = defaultWorkers(src)
