@@ -21,7 +21,7 @@ import (
 
 // spillRunBytes is how much encoded record data a spill buffers before
 // it sorts the run and writes it out.
-const spillRunBytes = 8 << 20
+const spillRunBytes = 4 << 20
 
 // spillEntry is one buffered record: its sort key and its JSON.
 type spillEntry struct {
@@ -379,7 +379,7 @@ var errStop = errors.New("stop")
 func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Record) error) error {
 	h := make(runHeap, 0, len(s.runs))
 	for _, run := range s.runs {
-		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 32<<10)}
+		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 16<<10)}
 		if err := rr.next(); err != nil {
 			return err
 		}
