@@ -487,8 +487,9 @@ func runReadStream(ctx context.Context, src capture.Source, o *readOptions, form
 			MaxHeaderBytes: o.maxHeader,
 			Emit:           st.Emit,
 		},
-		Warn:    warn,
-		Workers: 1, // batches of the sharded pipeline would hold records back
+		Reassembly: reassembly.Config{MaxConns: o.maxConns, MaxBufferedTotal: o.maxBuffered},
+		Warn:       warn,
+		Workers:    1, // batches of the sharded pipeline would hold records back
 	}
 	res, runErr := pipeline.Run(ctx, src, opt)
 	var input map[string]uint64

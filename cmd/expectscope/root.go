@@ -12,6 +12,7 @@ import (
 	"github.com/expectscope/expectscope/analyze"
 	"github.com/expectscope/expectscope/capture"
 	"github.com/expectscope/expectscope/pipeline"
+	"github.com/expectscope/expectscope/reassembly"
 	"github.com/expectscope/expectscope/report"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -208,6 +209,8 @@ type readOptions struct {
 	all          bool
 	noWaitUnder  time.Duration
 	maxHeader    int
+	maxConns     int
+	maxBuffered  int
 	writeFlagged string
 	progress     string
 }
@@ -238,6 +241,8 @@ Percentiles are nearest-rank: the value at rank ceil(p/100 x N).
 	f.BoolVar(&o.all, "all", false, "also print exchanges without Expect (e.g. unsolicited 100s)")
 	f.DurationVar(&o.noWaitUnder, "no-wait-under", 10*time.Millisecond, "a body sent this soon after the headers, before any answer, counts as not waiting")
 	f.IntVar(&o.maxHeader, "max-header-bytes", 64<<10, "largest header block parsed; larger is a parse error")
+	f.IntVar(&o.maxConns, "max-conns", reassembly.DefaultMaxConns, "connections tracked at once; beyond it the least recently active is dropped (counted as evicted_conns) and picked up again at its next message")
+	f.IntVar(&o.maxBuffered, "max-buffered-bytes", reassembly.DefaultMaxBufferedTotal, "out-of-order bytes held for all connections; beyond it holes become gaps")
 	f.StringVar(&o.writeFlagged, "write-flagged", "", "write every packet of the connections with a flagged selected negotiation (and of their hops' other legs) to this pcap file (not with stdin)")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr while reading files: auto (when stderr is a terminal), always, never")
 	return cmd
@@ -254,6 +259,9 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	}
 	if err := o.validate(); err != nil {
 		return err
+	}
+	if o.maxConns <= 0 || o.maxBuffered <= 0 || o.maxHeader <= 0 {
+		return &exitError{exitUsage, fmt.Errorf("--max-conns, --max-buffered-bytes and --max-header-bytes must be positive")}
 	}
 	switch o.progress {
 	case "auto", "always", "never":
@@ -287,7 +295,8 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 			MaxHeaderBytes: o.maxHeader,
 			Emit:           sp.Emit,
 		},
-		Warn: func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) },
+		Reassembly: reassembly.Config{MaxConns: o.maxConns, MaxBufferedTotal: o.maxBuffered},
+		Warn:       func(e error) { fmt.Fprintf(stderr, "expectscope: warning: %s\n", report.Escape(e.Error())) },
 	}
 	bar := startProgress(o.progress, stderr, args)
 	if bar != nil {
