@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -48,10 +49,8 @@ func TestMappedFileCutUnderUs(t *testing.T) {
 			Analyze: analyze.Config{Emit: func(*analyze.Record) {}},
 		})
 		src.Close()
-		if err == nil {
-			t.Errorf("%d workers: reading a mapped file cut under us gave no error", workers)
-		} else {
-			t.Logf("%d workers: %v", workers, err)
+		if err == nil || !strings.Contains(err.Error(), "changed while it was read") {
+			t.Errorf("%d workers: reading a mapped file cut under us: %v", workers, err)
 		}
 	}
 }

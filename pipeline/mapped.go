@@ -187,7 +187,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
-				err = fmt.Errorf("internal error at packet %d: %v", frames, p)
+				err = recovered(p, "at packet %d", frames)
 			}
 		}()
 		b := <-free
@@ -269,7 +269,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
 	defer func() {
 		if p := recover(); p != nil {
-			fail(fmt.Errorf("internal error decoding packets %d-%d: %v", b.base+1, b.base+uint64(len(b.frames)), p))
+			fail(recovered(p, "decoding packets %d-%d", b.base+1, b.base+uint64(len(b.frames))))
 		}
 	}()
 	var seg capture.Segment
@@ -318,7 +318,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 	var perr error
 	defer func() {
 		if p := recover(); p != nil {
-			perr = fmt.Errorf("internal error in worker %d: %v", w.id, p)
+			perr = recovered(p, "in worker %d", w.id)
 			for b := range in { // keep the reader and the others from blocking
 				<-b.decoded
 				if fd != nil && len(b.deferred) > 0 {
@@ -334,7 +334,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 		func() {
 			defer func() {
 				if p := recover(); p != nil && perr == nil {
-					perr = fmt.Errorf("internal error in worker %d at the final flush: %v", w.id, p)
+					perr = recovered(p, "in worker %d at the final flush", w.id)
 				}
 			}()
 			w.asm.FlushAll(w.now)
@@ -478,7 +478,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 				func() {
 					defer func() {
 						if p := recover(); p != nil {
-							fail(fmt.Errorf("internal error framing chunk %d: %v", b.idx, p))
+							fail(recovered(p, "framing chunk %d", b.idx))
 							b.start = -1
 						}
 					}()
@@ -520,7 +520,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
-				err = fmt.Errorf("internal error at chunk %d: %v", len(queue), p)
+				err = recovered(p, "at chunk %d", len(queue))
 			}
 		}()
 		n := ch.Len()

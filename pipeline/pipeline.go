@@ -142,7 +142,7 @@ func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Resul
 	defer func() {
 		// Last net: a bug must not lose the records already understood.
 		if p := recover(); p != nil {
-			err = fmt.Errorf("internal error at packet %d: %v", src.Stats().Packets, p)
+			err = recovered(p, "at packet %d", src.Stats().Packets)
 			func() {
 				defer func() { recover() }()
 				finish()
@@ -216,4 +216,15 @@ func defaultWorkers(src capture.Source) int {
 		return 1
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// recovered turns a recovered panic into the run's error. A memory fault
+// (a mapped capture cut short while it was read) is the input's doing and
+// says so; anything else is a bug, reported with where it happened.
+func recovered(p any, where string, args ...any) error {
+	at := fmt.Sprintf(where, args...)
+	if f, ok := p.(interface{ Addr() uintptr }); ok && f.Addr() >= 4096 { // a nil pointer faults in the first page: a bug
+		return fmt.Errorf("the capture file changed while it was read (truncated?), %s", at)
+	}
+	return fmt.Errorf("internal error %s: %v", at, p)
 }

@@ -139,7 +139,7 @@ func (w *worker) run(last *time.Time) {
 	var perr error
 	defer func() {
 		if p := recover(); p != nil {
-			perr = fmt.Errorf("internal error in worker %d: %v", w.id, p)
+			perr = recovered(p, "in worker %d", w.id)
 			for b := range w.in { // keep the reader from blocking
 				b.reset()
 				w.free <- b
@@ -148,7 +148,7 @@ func (w *worker) run(last *time.Time) {
 		func() {
 			defer func() {
 				if p := recover(); p != nil && perr == nil {
-					perr = fmt.Errorf("internal error in worker %d at the final flush: %v", w.id, p)
+					perr = recovered(p, "in worker %d at the final flush", w.id)
 				}
 			}()
 			w.asm.FlushAll(*last)
@@ -235,7 +235,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	func() {
 		defer func() {
 			if p := recover(); p != nil {
-				err = fmt.Errorf("internal error at packet %d: %v", src.Stats().Packets, p)
+				err = recovered(p, "at packet %d", src.Stats().Packets)
 			}
 		}()
 		for {
