@@ -3,16 +3,13 @@ package pipeline
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/expectscope/expectscope/analyze"
 	"github.com/expectscope/expectscope/capture"
-	"github.com/expectscope/expectscope/reassembly"
 )
 
 // The sharded path for memory-mapped files.
@@ -146,20 +143,13 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 		}()
 	}
 
-	out := make(chan recMsg, nw*4)
-	var mu sync.Mutex
-	wstats := make([]analyze.Stats, nw)
-	workers := make([]*worker, nw)
+	ws := newWorkerSet(nw, acfg, rcfg)
+	out, workers := ws.out, ws.workers
 	ins := make([]chan *fbatch, nw)
 	var wg sync.WaitGroup
 	for i := range workers {
-		w := &worker{id: i, out: out, mu: &mu, stats: &wstats[i]}
-		cfg := acfg
-		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
-		w.an = analyze.New(cfg)
-		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		w := workers[i]
 		ins[i] = make(chan *fbatch, nb)
-		workers[i] = w
 		wg.Add(1)
 		var fd *decoderState
 		if i == 0 {
@@ -218,13 +208,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 				b.base = frames
 			}
 			if opt.Progress != nil && frames&4095 == 0 {
-				mu.Lock()
-				var st analyze.Stats
-				for _, s := range wstats {
-					st = addAnalyze(st, s)
-				}
-				mu.Unlock()
-				opt.Progress(capture.Stats{Packets: frames, Bytes: bytes}, st)
+				opt.Progress(capture.Stats{Packets: frames, Bytes: bytes}, ws.snapshot())
 			}
 		}
 		send(b)
@@ -255,13 +239,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	if err == nil && *wErr != nil {
 		err = *wErr
 	}
-	if err != nil {
-		return res, err
-	}
-	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
-		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
-	}
-	return res, nil
+	return outcome(res, err)
 }
 
 // decodeBatch decodes the frames of b into its shards. A panic (a bug in
@@ -489,20 +467,13 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 		}()
 	}
 
-	out := make(chan recMsg, nw*4)
-	var mu sync.Mutex
-	wstats := make([]analyze.Stats, nw)
-	workers := make([]*worker, nw)
+	ws := newWorkerSet(nw, acfg, rcfg)
+	out, workers := ws.out, ws.workers
 	ins := make([]chan *fbatch, nw)
 	var wg sync.WaitGroup
 	for i := range workers {
-		w := &worker{id: i, out: out, mu: &mu, stats: &wstats[i]}
-		cfg := acfg
-		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
-		w.an = analyze.New(cfg)
-		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		w := workers[i]
 		ins[i] = make(chan *fbatch, nb)
-		workers[i] = w
 		wg.Add(1)
 		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, nil, nw) }()
 	}
@@ -567,13 +538,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 				break
 			}
 			if opt.Progress != nil {
-				mu.Lock()
-				var st analyze.Stats
-				for _, s := range wstats {
-					st = addAnalyze(st, s)
-				}
-				mu.Unlock()
-				opt.Progress(res.Capture, st)
+				opt.Progress(res.Capture, ws.snapshot())
 			}
 		}
 	}()
@@ -599,13 +564,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	if err == nil && *wErr != nil {
 		err = *wErr
 	}
-	if err != nil {
-		return res, err
-	}
-	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
-		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
-	}
-	return res, nil
+	return outcome(res, err)
 }
 
 // see widens res's first and last times to those d decoded.

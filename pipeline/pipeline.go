@@ -192,10 +192,7 @@ func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Resul
 		}
 	}
 	finish()
-	if res.Capture.Packets == 0 && len(res.Warnings) > 0 {
-		return res, fmt.Errorf("%w: %s", ErrNoInput, res.Warnings[0])
-	}
-	return res, nil
+	return outcome(res, nil)
 }
 
 // mapped reports whether src is a memory-mapped file, whose payloads stay

@@ -194,24 +194,18 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	acfg.All = true // plain exchanges are retry candidates for the merger
 	rcfg := shareLimits(opt.Reassembly, nw)
 
-	out := make(chan recMsg, nw*4)
+	ws := newWorkerSet(nw, acfg, rcfg)
+	out, workers := ws.out, ws.workers
 	var last time.Time // written by the reader before the inputs close
-	var mu sync.Mutex
-	wstats := make([]analyze.Stats, nw)
-	workers := make([]*worker, nw)
 	cur := make([]*batch, nw)
 	var wg sync.WaitGroup
 	for i := range workers {
-		w := &worker{id: i, in: make(chan *batch, batchesPerWorker), free: make(chan *batch, batchesPerWorker+1), out: out, mu: &mu, stats: &wstats[i]}
-		cfg := acfg
-		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
-		w.an = analyze.New(cfg)
-		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		w := workers[i]
+		w.in, w.free = make(chan *batch, batchesPerWorker), make(chan *batch, batchesPerWorker+1)
 		for range batchesPerWorker {
 			w.free <- &batch{segs: make([]capture.Segment, 0, batchSegs), arena: make([]byte, 0, batchArena)}
 		}
 		cur[i] = <-w.free
-		workers[i] = w
 		wg.Add(1)
 		go func() { defer wg.Done(); w.run(&last) }()
 	}
@@ -276,13 +270,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 				send(i, last)
 			}
 			if opt.Progress != nil && n&4095 == 0 {
-				mu.Lock()
-				var st analyze.Stats
-				for _, s := range wstats {
-					st = addAnalyze(st, s)
-				}
-				mu.Unlock()
-				opt.Progress(src.Stats(), st)
+				opt.Progress(src.Stats(), ws.snapshot())
 			}
 		}
 	}()
@@ -302,6 +290,45 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	if err == nil && *wErr != nil {
 		err = *wErr
 	}
+	return outcome(res, err)
+}
+
+// workerSet is the workers of one sharded run, each with its own
+// assembler and analyzer, and the snapshot of their counts for Progress.
+type workerSet struct {
+	out     chan recMsg
+	mu      sync.Mutex
+	stats   []analyze.Stats
+	workers []*worker
+}
+
+func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSet {
+	ws := &workerSet{out: make(chan recMsg, nw*4), stats: make([]analyze.Stats, nw), workers: make([]*worker, nw)}
+	for i := range ws.workers {
+		w := &worker{id: i, out: ws.out, mu: &ws.mu, stats: &ws.stats[i]}
+		cfg := acfg
+		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
+		w.an = analyze.New(cfg)
+		w.asm = reassembly.NewAssembler(w.an, rcfg)
+		ws.workers[i] = w
+	}
+	return ws
+}
+
+// snapshot sums the workers' counts as of their last batch.
+func (ws *workerSet) snapshot() analyze.Stats {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var st analyze.Stats
+	for _, s := range ws.stats {
+		st = addAnalyze(st, s)
+	}
+	return st
+}
+
+// outcome is a run's result: its error, or ErrNoInput when not one
+// packet could be read.
+func outcome(res *Result, err error) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
