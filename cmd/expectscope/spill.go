@@ -23,13 +23,20 @@ import (
 // it sorts the run and writes it out.
 const spillRunBytes = 4 << 20
 
-// spillEntry is one buffered record: its sort key and its JSON.
+// spillHeld is how many records a spill keeps as they are before it
+// writes any to disk: most captures have fewer, and encoding and decoding
+// them again costs more than reading the capture (a record is 1-3 KiB).
+const spillHeld = 4096
+
+// spillEntry is one buffered record: its sort key and either the record
+// itself (held) or its JSON.
 type spillEntry struct {
 	sec      int64
 	nsec     int32
 	id       string
 	seq      uint64 // emit order
-	off, end int    // in spill.buf
+	rec      *analyze.Record
+	off, end int // in spill.buf when rec is nil
 	leg      legInfo
 }
 
@@ -47,10 +54,13 @@ type legInfo struct {
 type spillRun struct{ off, size int64 }
 
 // spill keeps the records of a run on disk, in sorted runs, so that read
-// holds a bounded number of them whatever the size of the capture. Emit
-// may be called from several goroutines.
+// holds a bounded number of them whatever the size of the capture. Up to
+// spillHeld records are held in memory instead, and if no more come they
+// never go to disk. Emit may be called from several goroutines.
 type spill struct {
 	mu      sync.Mutex
+	// held is true while every record is in entries as it came.
+	held    bool
 	recs    *os.File // runs of JSON lines
 	legs    *os.File // legDesc of every record, in run order
 	legsW   *bufio.Writer
@@ -78,7 +88,7 @@ func newSpill() (*spill, error) {
 		return nil, err
 	}
 	os.Remove(legs.Name())
-	return &spill{recs: recs, legs: legs, legsW: bufio.NewWriterSize(legs, 64<<10), serverHosts: map[string]bool{}}, nil
+	return &spill{held: true, recs: recs, legs: legs, legsW: bufio.NewWriterSize(legs, 64<<10), serverHosts: map[string]bool{}}, nil
 }
 
 // Close releases the temporary files.
@@ -103,15 +113,17 @@ func (s *spill) Emit(r *analyze.Record) {
 	if s.err != nil {
 		return
 	}
-	off := len(s.buf)
-	b, err := json.Marshal(r)
-	if err != nil {
-		s.err = err
+	e := spillEntry{sec: r.HeadersEndAt.Unix(), nsec: int32(r.HeadersEndAt.Nanosecond()), id: r.ID, seq: s.seq}
+	if s.held && len(s.entries) == spillHeld {
+		if s.err = s.unhold(); s.err != nil {
+			return
+		}
+	}
+	if s.held {
+		e.rec = r
+	} else if s.err = s.encode(&e, r); s.err != nil {
 		return
 	}
-	s.buf = append(s.buf, b...)
-	s.buf = append(s.buf, '\n')
-	e := spillEntry{sec: r.HeadersEndAt.Unix(), nsec: int32(r.HeadersEndAt.Nanosecond()), id: r.ID, seq: s.seq, off: off, end: len(s.buf)}
 	s.seq++
 	s.n++
 	e.leg = legInfo{clientHost: hostOf(r.Conn.Client), serverHost: hostOf(r.Conn.Server), server: r.Conn.Server,
@@ -130,6 +142,34 @@ func (s *spill) Emit(r *analyze.Record) {
 	}
 }
 
+// encode appends the JSON of r to buf for e.
+func (s *spill) encode(e *spillEntry, r *analyze.Record) error {
+	e.off = len(s.buf)
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	s.buf = append(s.buf, b...)
+	s.buf = append(s.buf, '\n')
+	e.end = len(s.buf)
+	e.rec = nil
+	return nil
+}
+
+// unhold encodes the held records: from now on records go to disk.
+func (s *spill) unhold() error {
+	if !s.held {
+		return nil
+	}
+	s.held = false
+	for i := range s.entries {
+		if err := s.encode(&s.entries[i], s.entries[i].rec); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func compareKey(asec int64, ansec int32, aid string, bsec int64, bnsec int32, bid string) int {
 	if c := cmp.Compare(asec, bsec); c != 0 {
 		return c
@@ -140,14 +180,22 @@ func compareKey(asec int64, ansec int32, aid string, bsec int64, bnsec int32, bi
 	return strings.Compare(aid, bid)
 }
 
-// flushRun sorts the buffered records as report.Sort does and writes them.
-func (s *spill) flushRun() error {
-	if len(s.entries) == 0 {
-		return nil
-	}
+// sortEntries sorts the buffered records as report.Sort does.
+func (s *spill) sortEntries() {
 	slices.SortStableFunc(s.entries, func(a, b spillEntry) int {
 		return compareKey(a.sec, a.nsec, a.id, b.sec, b.nsec, b.id)
 	})
+}
+
+// flushRun sorts the buffered records and writes them as a run.
+func (s *spill) flushRun() error {
+	if err := s.unhold(); err != nil {
+		return err
+	}
+	if len(s.entries) == 0 {
+		return nil
+	}
+	s.sortEntries()
 	w := bufio.NewWriterSize(io.NewOffsetWriter(s.recs, s.recsOff), 256<<10)
 	start := s.recsOff
 	var hdr [3 * binary.MaxVarintLen64]byte
@@ -190,6 +238,10 @@ func (s *spill) flushRun() error {
 func (s *spill) finish() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.held {
+		s.sortEntries() // entries stay: they are the records
+		return s.err
+	}
 	if s.err == nil {
 		s.err = s.flushRun()
 	}
@@ -206,11 +258,19 @@ func (s *spill) finish() error {
 // legDesc is one record's entry in the legs file.
 type legDesc struct {
 	off, size, seq uint64
+	rec            *analyze.Record // when held
 	legInfo
 }
 
 // eachLeg calls fn for every record's descriptor.
 func (s *spill) eachLeg(fn func(d *legDesc)) error {
+	if s.held {
+		for i := range s.entries {
+			e := &s.entries[i]
+			fn(&legDesc{seq: e.seq, rec: e.rec, legInfo: e.leg})
+		}
+		return nil
+	}
 	r := bufio.NewReaderSize(io.NewSectionReader(s.legs, 0, 1<<62), 64<<10)
 	var d legDesc
 	str := func() (string, error) {
@@ -305,11 +365,14 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 	}); err != nil {
 		return nil, err
 	}
-	type at struct{ off, size, seq uint64 }
+	type at struct {
+		off, size, seq uint64
+		rec            *analyze.Record
+	}
 	var want []at
 	if err := s.eachLeg(func(d *legDesc) {
 		if isUp(d) || isDown(d) || d.interim && (d.named || proxies[d.server]) {
-			want = append(want, at{d.off, d.size, d.seq})
+			want = append(want, at{d.off, d.size, d.seq, d.rec})
 		}
 	}); err != nil {
 		return nil, err
@@ -317,6 +380,10 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 	slices.SortFunc(want, func(a, b at) int { return cmp.Compare(a.seq, b.seq) })
 	recs := make([]*analyze.Record, 0, len(want))
 	for _, w := range want {
+		if w.rec != nil {
+			recs = append(recs, w.rec)
+			continue
+		}
 		b := make([]byte, w.size)
 		if _, err := s.recs.ReadAt(b, int64(w.off)); err != nil {
 			return nil, err
@@ -377,6 +444,21 @@ var errStop = errors.New("stop")
 // the runs; a record in patched is replaced by its patched copy. It can
 // be called again for another pass.
 func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Record) error) error {
+	if s.held {
+		for _, e := range s.entries {
+			r := e.rec
+			if p := patched[r.ID]; p != nil {
+				r = p
+			}
+			if err := fn(r); err != nil {
+				if err == errStop {
+					return nil
+				}
+				return err
+			}
+		}
+		return nil
+	}
 	h := make(runHeap, 0, len(s.runs))
 	for _, run := range s.runs {
 		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 16<<10)}

@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/expectscope/expectscope/analyze"
 	"github.com/expectscope/expectscope/report"
@@ -27,11 +29,19 @@ func cloneRecords(t *testing.T, recs []*analyze.Record) []*analyze.Record {
 	return out
 }
 
-// TestSpillOrderAndCandidates: records spilled in emit order (with runs
-// much smaller than usual) come back in report.Sort order, and
-// correlating only the candidates gives the hops and record changes of
-// correlating everything.
+// TestSpillOrderAndCandidates: records spilled in emit order, held in
+// memory or on disk (in runs much smaller than usual), come back in
+// report.Sort order, and correlating only the candidates gives the hops
+// and record changes of correlating everything.
 func TestSpillOrderAndCandidates(t *testing.T) {
+	for _, every := range []int{0, 7} {
+		t.Run(fmt.Sprintf("run every %d", every), func(t *testing.T) { testSpillOrderAndCandidates(t, every) })
+	}
+}
+
+// testSpillOrderAndCandidates writes a run every so many records (never
+// for 0: all are held).
+func testSpillOrderAndCandidates(t *testing.T, every int) {
 	emitted := uncorrelatedCorpus(t)
 	want := cloneRecords(t, emitted)
 	wantHops := analyze.Correlate(want)
@@ -48,7 +58,7 @@ func TestSpillOrderAndCandidates(t *testing.T) {
 	defer sp.Close()
 	for i, r := range cloneRecords(t, emitted) {
 		sp.Emit(r)
-		if i%7 == 0 { // many small runs
+		if every > 0 && i%every == 0 {
 			sp.mu.Lock()
 			if err := sp.flushRun(); err != nil {
 				t.Fatal(err)
@@ -58,6 +68,9 @@ func TestSpillOrderAndCandidates(t *testing.T) {
 	}
 	if err := sp.finish(); err != nil {
 		t.Fatal(err)
+	}
+	if sp.held != (every == 0) {
+		t.Fatalf("held %v after runs every %d", sp.held, every)
 	}
 	cands, err := sp.candidates()
 	if err != nil {
@@ -159,26 +172,72 @@ func TestSpillCandidates(t *testing.T) {
 		rec("up", "10.0.0.3:2000", "10.0.0.4:80"),
 		via, xrid,
 	}
+	for _, held := range []bool{true, false} {
+		sp, err := newSpill()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		for _, r := range recs {
+			sp.Emit(r)
+		}
+		if !held {
+			sp.mu.Lock()
+			err = sp.unhold()
+			sp.mu.Unlock()
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := sp.finish(); err != nil {
+			t.Fatal(err)
+		}
+		cands, err := sp.candidates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range cands {
+			ids = append(ids, r.ID)
+		}
+		if want := []string{"down", "up", "via", "xrid"}; !slices.Equal(ids, want) {
+			t.Errorf("held %v: candidates %v, want %v", held, ids, want)
+		}
+	}
+}
+
+// TestSpillGoesToDisk: past spillHeld records the spill writes runs and
+// still gives every record back in order.
+func TestSpillGoesToDisk(t *testing.T) {
 	sp, err := newSpill()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sp.Close()
-	for _, r := range recs {
-		sp.Emit(r)
+	n := spillHeld*2 + 3
+	for i := range n {
+		at := rt0.Add(time.Duration((i*7919)%n) * time.Millisecond) // emitted out of order
+		sp.Emit(&analyze.Record{Type: analyze.TypeNegotiation, ID: fmt.Sprintf("%d-1", i), HeadersEndAt: at})
 	}
 	if err := sp.finish(); err != nil {
 		t.Fatal(err)
 	}
-	cands, err := sp.candidates()
-	if err != nil {
+	if sp.held || len(sp.runs) == 0 {
+		t.Fatalf("held %v, %d runs: want records on disk", sp.held, len(sp.runs))
+	}
+	var last time.Time
+	got := 0
+	if err := sp.each(nil, func(r *analyze.Record) error {
+		if r.HeadersEndAt.Before(last) {
+			t.Fatalf("record %s at %v after %v", r.ID, r.HeadersEndAt, last)
+		}
+		last = r.HeadersEndAt
+		got++
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
-	var ids []string
-	for _, r := range cands {
-		ids = append(ids, r.ID)
-	}
-	if want := []string{"down", "up", "via", "xrid"}; !slices.Equal(ids, want) {
-		t.Errorf("candidates %v, want %v", ids, want)
+	if got != n {
+		t.Errorf("%d records back, want %d", got, n)
 	}
 }
