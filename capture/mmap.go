@@ -129,6 +129,7 @@ type mapReader struct {
 	pos   int // offset of the next record header
 	freed int // pages before this offset were given back
 	order binary.ByteOrder
+	big   bool // order is big-endian: u32 reads without an interface call
 	nano  bool
 	link  LinkType
 	max   int
@@ -153,7 +154,7 @@ func openMapped(f *os.File, magic []byte, opt Options) (*mapReader, error) {
 	if err != nil {
 		return nil, nil // read it as a stream
 	}
-	r := &mapReader{m: m, order: order, nano: nano, max: maxPacket}
+	r := &mapReader{m: m, order: order, big: order == binary.BigEndian, nano: nano, max: maxPacket}
 	if len(m) < 24 {
 		r.pos = len(m)
 		return r, fmt.Errorf("pcap file header: %w", io.ErrUnexpectedEOF)
@@ -187,10 +188,10 @@ func (r *mapReader) frameAt(pos int) (data []byte, ts time.Time, wire, next int,
 		return nil, ts, 0, pos, fmt.Errorf("record header: %w", io.ErrUnexpectedEOF)
 	}
 	h := rest[:16]
-	sec := int64(r.order.Uint32(h[0:4]))
-	frac := int64(r.order.Uint32(h[4:8]))
-	caplen := int64(r.order.Uint32(h[8:12]))
-	wire = int(r.order.Uint32(h[12:16]))
+	sec := int64(r.u32(h[0:4]))
+	frac := int64(r.u32(h[4:8]))
+	caplen := int64(r.u32(h[8:12]))
+	wire = int(r.u32(h[12:16]))
 	if caplen > int64(r.max) {
 		return nil, ts, 0, pos, fmt.Errorf("%w: record length %d exceeds %d", ErrCorrupt, caplen, r.max)
 	}
@@ -202,6 +203,14 @@ func (r *mapReader) frameAt(pos int) (data []byte, ts time.Time, wire, next int,
 	}
 	end := 16 + int(caplen)
 	return rest[16:end:end], time.Unix(sec, frac).UTC(), wire, pos + end, nil
+}
+
+// u32 reads a header field in the file's byte order.
+func (r *mapReader) u32(b []byte) uint32 {
+	if r.big {
+		return binary.BigEndian.Uint32(b)
+	}
+	return binary.LittleEndian.Uint32(b)
 }
 
 // release gives back the pages before off.
@@ -252,7 +261,7 @@ func (s *fileSource) Chunker(size int) *Chunker {
 	s.primed = true // NextFrame and Next are not to be used any more
 	c := &Chunker{s: s, in: in, mr: in.mr, size: size}
 	if len(c.mr.m) >= 24+16 {
-		c.sec0 = int64(c.mr.order.Uint32(c.mr.m[24:28]))
+		c.sec0 = int64(c.mr.u32(c.mr.m[24:28]))
 	}
 	return c
 }
@@ -278,7 +287,17 @@ func (c *Chunker) Guess(i int) int64 {
 		return c.Start()
 	}
 	lo, hi := c.bounds(i)
+	m := c.mr.m
+	// Most offsets fail on the top byte of the seconds, which plausible
+	// wants within 2^24 of the first record's: test that byte alone first.
+	top, at := byte(c.sec0>>24), 3
+	if c.mr.big {
+		at = 0
+	}
 	for p := lo; p < hi && p-lo < 1<<17; p++ {
+		if p+16 <= len(m) && m[p+at]-top+1 > 2 {
+			continue
+		}
 		if c.plausible(p) {
 			return int64(p)
 		}
@@ -300,10 +319,10 @@ func (c *Chunker) plausible(p int) bool {
 			return false
 		}
 		h := m[p : p+16]
-		sec := int64(r.order.Uint32(h[0:4]))
-		caplen := r.order.Uint32(h[8:12])
-		wire := r.order.Uint32(h[12:16])
-		if r.order.Uint32(h[4:8]) >= fracMax || caplen > uint32(r.max) || wire < caplen || wire > 1<<18 ||
+		sec := int64(r.u32(h[0:4]))
+		caplen := r.u32(h[8:12])
+		wire := r.u32(h[12:16])
+		if r.u32(h[4:8]) >= fracMax || caplen > uint32(r.max) || wire < caplen || wire > 1<<18 ||
 			sec < c.sec0-1<<24 || sec > c.sec0+1<<24 {
 			return false
 		}
