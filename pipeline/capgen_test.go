@@ -140,6 +140,7 @@ func TestGeneratedImpaired(t *testing.T) {
 // ndjsonOf renders records as the read command does: sorted, one a line.
 func ndjsonOf(t *testing.T, recs []*analyze.Record) []byte {
 	t.Helper()
+	analyze.LinkRetries(recs) // as a consumer must with several workers
 	report.Sort(recs)
 	var buf bytes.Buffer
 	if err := report.WriteNDJSON(&buf, &report.Output{Records: recs}); err != nil {
@@ -175,6 +176,29 @@ func TestWorkersSameOutput(t *testing.T) {
 			if res.Analyze.Negotiations == 0 {
 				t.Fatalf("no negotiations counted")
 			}
+		}
+	}
+}
+
+// TestWorkersLinkRetriesAtScale: with more requests within the retry
+// window than the merger once remembered (16 384), every 417 retried on a
+// connection of another worker is still linked, as with one worker.
+func TestWorkersLinkRetriesAtScale(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20 000 sessions")
+	}
+	pcap, _ := generate(t, gen.Config{Seed: 7, Sessions: 20000, BodyMin: 256, BodyMax: 512})
+	var want []byte
+	for _, w := range []int{1, 2} {
+		recs, _ := runBytes(t, pcap, pipeline.Options{Workers: w, Analyze: analyze.Config{All: true}})
+		if w == 1 && len(recs) <= 1<<14 {
+			t.Fatalf("%d records: not more than the old bound", len(recs))
+		}
+		got := ndjsonOf(t, recs)
+		if w == 1 {
+			want = got
+		} else if !bytes.Equal(got, want) {
+			t.Errorf("workers %d: records differ from one worker's", w)
 		}
 	}
 }

@@ -12,7 +12,9 @@ import (
 // client and one server: the common capture).
 func TestShardOf(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	v4 := func() netip.Addr { return netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(256)), byte(r.IntN(256))}) }
+	v4 := func() netip.Addr {
+		return netip.AddrFrom4([4]byte{10, byte(r.IntN(4)), byte(r.IntN(256)), byte(r.IntN(256))})
+	}
 	v6 := func() netip.Addr {
 		var b [16]byte
 		b[0], b[1], b[15] = 0x20, 0x01, byte(r.IntN(256))

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"net/netip"
 	"slices"
@@ -423,40 +424,69 @@ func addAnalyze(a, b analyze.Stats) analyze.Stats {
 	return a
 }
 
-// retryKey is the identity of "the same request", as the Analyzer keys it.
-type retryKey struct{ clientIP, method, host, target string }
+// retryKey is the identity of "the same request", as the Analyzer keys
+// it (client IP, method, Host, target), hashed: the merger keeps one per
+// candidate, and a hash is 8 bytes where the strings were about 100.
+type retryKey uint64
 
 func keyOfRecord(r *analyze.Record) retryKey {
 	ip := r.Conn.Client
 	if ap, err := netip.ParseAddrPort(ip); err == nil {
 		ip = ap.Addr().String()
 	}
-	return retryKey{ip, r.Request.Method, r.Request.Host, r.Request.Target}
+	h := fnv.New64a()
+	for _, s := range [...]string{ip, r.Request.Method, r.Request.Host, r.Request.Target} {
+		h.Write([]byte(s))
+		h.Write([]byte{0}) // no field can run into the next
+	}
+	return retryKey(h.Sum64())
+}
+
+// retryCand is what the merger remembers of a record that may turn out
+// to be the retry of a 417 another worker saw: not the record, which is
+// emitted at once and may be large.
+type retryCand struct {
+	at       time.Time // the request's headers end
+	id       string
+	noExpect bool
+	linked   bool
+	rec      *analyze.Record // set while the record itself is held (a pending 417)
 }
 
 // merger emits the workers' records and links 417s to retries that
 // happened in another worker.
+//
+// A retry is often emitted before the 417 it repeats is released (a
+// worker holds a 417 for the retry window): then only the 417 learns of
+// the link (RetriedBy); the retry's RetryOf stays nil in what was
+// emitted. A consumer that needs both ends completes them from the 417s.
 type merger struct {
 	window time.Duration
 	all    bool
 	emit   func(*analyze.Record)
 	// cands are records not (yet) known as a retry, by identity.
-	cands map[retryKey][]*analyze.Record
+	cands map[retryKey][]*retryCand
 	// pending are 417 negotiations released as never retried.
 	pending []*analyze.Record
 	maxSeen time.Time
 	adds    int
 	// fifo bounds cands: the oldest candidates are forgotten beyond
 	// maxCands (a flood of requests degrades cross-worker linking, not memory).
-	fifo []*analyze.Record
+	fifo []fifoEntry
 }
 
-// maxCands bounds the retry candidates the merger remembers, and
-// maxPending the 417s it holds for a retry in another worker: beyond it
-// the older half is linked with the candidates seen so far and emitted
-// (a flood of 417s degrades cross-worker linking, not memory).
+type fifoEntry struct {
+	k retryKey
+	c *retryCand
+}
+
+// maxCands bounds the retry candidates the merger remembers (about 100
+// bytes each), and maxPending the 417s it holds for a retry in another
+// worker: beyond it the older half is linked with the candidates seen so
+// far and emitted (a flood of 417s degrades cross-worker linking, not
+// memory).
 const (
-	maxCands   = 1 << 14
+	maxCands   = 1 << 17
 	maxPending = 1 << 13
 )
 
@@ -467,7 +497,7 @@ func newMerger(window time.Duration, all bool, emit func(*analyze.Record)) *merg
 	if emit == nil {
 		emit = func(*analyze.Record) {}
 	}
-	return &merger{window: window, all: all, emit: emit, cands: map[retryKey][]*analyze.Record{}}
+	return &merger{window: window, all: all, emit: emit, cands: map[retryKey][]*retryCand{}}
 }
 
 func unretried417(r *analyze.Record) bool {
@@ -482,17 +512,22 @@ func (m *merger) add(r *analyze.Record) {
 	if r.HeadersEndAt.After(m.maxSeen) {
 		m.maxSeen = r.HeadersEndAt
 	}
+	pending := unretried417(r)
 	if r.RetryOf == nil {
 		k := keyOfRecord(r)
-		m.cands[k] = append(m.cands[k], r)
-		m.fifo = append(m.fifo, r)
+		c := &retryCand{at: r.HeadersEndAt, id: r.ID, noExpect: r.Request.Expect == ""}
+		if pending {
+			c.rec = r
+		}
+		m.cands[k] = append(m.cands[k], c)
+		m.fifo = append(m.fifo, fifoEntry{k, c})
 		if len(m.fifo) > maxCands {
 			m.forget(m.fifo[0])
-			m.fifo[0] = nil
+			m.fifo[0] = fifoEntry{}
 			m.fifo = m.fifo[1:]
 		}
 	}
-	if unretried417(r) {
+	if pending {
 		m.pending = append(m.pending, r) // emitted by prune or finish
 		if len(m.pending) > maxPending {
 			m.resolveOldest(len(m.pending) / 2)
@@ -535,7 +570,7 @@ func (m *merger) prune() {
 	limit := m.maxSeen.Add(-3 * m.window)
 	for k, list := range m.cands {
 		i := 0
-		for i < len(list) && list[i].HeadersEndAt.Before(limit) && !pendingKey(m.pending, k) {
+		for i < len(list) && list[i].at.Before(limit) && !pendingKey(m.pending, k) {
 			i++
 		}
 		if i == len(list) {
@@ -566,16 +601,15 @@ func (m *merger) resolveOldest(n int) {
 	m.pending = keep
 }
 
-func (m *merger) forget(r *analyze.Record) {
-	k := keyOfRecord(r)
-	list := m.cands[k]
-	if i := slices.Index(list, r); i >= 0 {
+func (m *merger) forget(e fifoEntry) {
+	list := m.cands[e.k]
+	if i := slices.Index(list, e.c); i >= 0 {
 		list = slices.Delete(list, i, i+1)
 	}
 	if len(list) == 0 {
-		delete(m.cands, k)
+		delete(m.cands, e.k)
 	} else {
-		m.cands[k] = list
+		m.cands[e.k] = list
 	}
 }
 
@@ -596,24 +630,27 @@ func (m *merger) finish() {
 }
 
 func (m *merger) resolve() {
-	byTime := func(a, b *analyze.Record) int {
-		if c := a.HeadersEndAt.Compare(b.HeadersEndAt); c != 0 {
+	byTime := func(a, b *retryCand) int {
+		if c := a.at.Compare(b.at); c != 0 {
 			return c
 		}
-		return strings.Compare(a.ID, b.ID)
+		return strings.Compare(a.id, b.id)
 	}
 	slices.SortFunc(m.pending, func(a, b *analyze.Record) int {
 		if c := a.Final.At.Compare(b.Final.At); c != 0 {
 			return c
 		}
-		return byTime(a, b)
+		if c := a.HeadersEndAt.Compare(b.HeadersEndAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
 	})
 	for _, list := range m.cands {
 		slices.SortFunc(list, byTime)
 	}
 	for _, orig := range m.pending {
 		for _, c := range m.cands[keyOfRecord(orig)] {
-			if c == orig || c.RetryOf != nil || c.HeadersEndAt.Before(orig.Final.At) || c.HeadersEndAt.Sub(orig.Final.At) >= m.window {
+			if c.id == orig.ID || c.linked || c.at.Before(orig.Final.At) || c.at.Sub(orig.Final.At) >= m.window {
 				continue
 			}
 			link(orig, c)
@@ -626,12 +663,15 @@ func (m *merger) resolve() {
 
 // link records that c repeated the request orig got a 417 for, with the
 // flags the Analyzer sets (RFC 9110 10.1.1).
-func link(orig, c *analyze.Record) {
-	id, cid := orig.ID, c.ID
+func link(orig *analyze.Record, c *retryCand) {
+	id, cid := orig.ID, c.id
 	orig.RetriedBy = &cid
-	c.RetryOf = &id
+	c.linked = true
+	if c.rec != nil { // not emitted yet
+		c.rec.RetryOf = &id
+	}
 	i := slices.Index(orig.Flags, analyze.FlagNoRetryAfter417)
-	if c.Request.Expect == "" {
+	if c.noExpect {
 		if i >= 0 {
 			orig.Flags[i] = analyze.FlagRetriedWithoutExpect
 		} else {
@@ -641,7 +681,4 @@ func link(orig, c *analyze.Record) {
 		orig.Flags = slices.Delete(orig.Flags, i, i+1)
 	}
 	orig.Diagnosis = analyze.Diagnose(orig)
-	if c.Type == analyze.TypeNegotiation {
-		c.Diagnosis = analyze.Diagnose(c)
-	}
 }

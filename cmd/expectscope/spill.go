@@ -444,14 +444,14 @@ var errStop = errors.New("stop")
 // the runs; a record in patched is replaced by its patched copy. It can
 // be called again for another pass.
 func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Record) error) error {
-	var rl retryLinks
+	var rl analyze.RetryLinks // see analyze.RetryLinks: retries seen by another worker
 	if s.held {
 		for _, e := range s.entries {
 			r := e.rec
 			if p := patched[r.ID]; p != nil {
 				r = p
 			}
-			rl.complete(r)
+			rl.Complete(r)
 			if err := fn(r); err != nil {
 				if err == errStop {
 					return nil
@@ -478,7 +478,7 @@ func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Reco
 		if p := patched[r.ID]; p != nil {
 			r = p
 		}
-		rl.complete(r)
+		rl.Complete(r)
 		if err := fn(r); err != nil {
 			if err == errStop {
 				return nil
@@ -495,30 +495,4 @@ func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Reco
 		}
 	}
 	return nil
-}
-
-// retryLinks completes the other end of retry links. With several
-// workers, the pipeline links a 417 to a retry seen by another worker
-// only once the 417 is released, after the retry was emitted (and
-// spilled): the 417 gets retried_by, the retry's retry_of is set too late
-// to be in its spilled copy. A retry comes after its 417 in report order
-// (its headers end after the 417), so one pass restores it.
-type retryLinks map[string]string // retry id -> id of the 417 it repeats
-
-func (l *retryLinks) complete(r *analyze.Record) {
-	if r.RetriedBy != nil {
-		if *l == nil {
-			*l = retryLinks{}
-		}
-		(*l)[*r.RetriedBy] = r.ID
-	}
-	if len(*l) == 0 {
-		return
-	}
-	if orig, ok := (*l)[r.ID]; ok {
-		delete(*l, r.ID)
-		if r.RetryOf == nil {
-			r.RetryOf = &orig
-		}
-	}
 }
