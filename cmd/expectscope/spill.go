@@ -58,7 +58,7 @@ type spillRun struct{ off, size int64 }
 // spillHeld records are held in memory instead, and if no more come they
 // never go to disk. Emit may be called from several goroutines.
 type spill struct {
-	mu      sync.Mutex
+	mu sync.Mutex
 	// held is true while every record is in entries as it came.
 	held    bool
 	recs    *os.File // runs of JSON lines
