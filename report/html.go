@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -52,9 +53,12 @@ var (
 	htmlStyle  template.CSS
 	htmlScript template.JS
 	htmlCSP    template.HTMLAttr
+	htmlOnce   sync.Once
 )
 
-func init() {
+// parseHTML parses the page template, once, when a page is first
+// written: every run of the command would pay for it otherwise.
+func parseHTML() {
 	css, err := htmlFS.ReadFile("html/style.css")
 	if err != nil {
 		panic(err)
@@ -95,6 +99,7 @@ func WriteHTML(w io.Writer, out *Output, opts HTMLOptions) error {
 	if opts.Title == "" {
 		opts.Title = "expectscope report"
 	}
+	htmlOnce.Do(parseHTML)
 	p := buildPage(out, opts)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	if err := htmlTmpl.Execute(bw, p); err != nil {
