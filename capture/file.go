@@ -35,9 +35,9 @@ type Options struct {
 	MaxPacket int
 	// Stdin is read for the path "-"; nil means os.Stdin.
 	Stdin io.Reader
-	// NoMap reads uncompressed pcap files as streams instead of mapping
-	// them into memory (see FrameSource): for a file that may be
-	// truncated while it is read.
+	// NoMap reads uncompressed pcap and pcapng files as streams instead
+	// of mapping them into memory (see FrameSource): for a file that may
+	// be truncated while it is read.
 	NoMap bool
 	// MapMin is the size from which files are mapped: smaller ones are
 	// read as streams. Zero means 1 MiB; a negative value maps any file.
@@ -107,9 +107,9 @@ func openInput(path string, idx int, opt Options) (*input, error) {
 			return nil, err
 		}
 		if f, ok := r.(*os.File); ok && !opt.NoMap {
-			mr, err := openMapped(f, magic, opt)
-			if mr != nil {
-				in.mr, in.pr, in.pending = mr, mr, err
+			mm, pr, err := openMapped(f, magic, opt)
+			if mm != nil {
+				in.mm, in.pr, in.pending = mm, pr, err
 				return in, nil
 			}
 		}
@@ -162,7 +162,7 @@ type input struct {
 	idx     int // position on the command line: breaks timestamp ties
 	closers []io.Closer
 	cnt     *countReader  // counts decompressed bytes for offsets
-	mr      *mapReader    // the mapped file, or nil: unmapped only by fileSource.Close
+	mm      *mapping      // the mapped file, or nil: unmapped only by fileSource.Close
 	br      *bufio.Reader // reads from cnt
 	pr      packetReader
 	pending error  // a header error, reported on the first read
@@ -176,8 +176,8 @@ type input struct {
 
 // offset is the position of the next unread byte of the decompressed file.
 func (in *input) offset() int64 {
-	if in.mr != nil {
-		return int64(in.mr.pos)
+	if in.mm != nil {
+		return int64(in.mm.pos)
 	}
 	return in.cnt.n - int64(in.br.Buffered())
 }
@@ -288,9 +288,9 @@ func (s *fileSource) Close() error {
 		if err := in.close(); err != nil && first == nil {
 			first = err
 		}
-		if in.mr != nil {
+		if in.mm != nil {
 			// Only now: segments of an input that ended may still be in use.
-			if err := in.mr.Close(); err != nil && first == nil {
+			if err := in.mm.Close(); err != nil && first == nil {
 				first = err
 			}
 		}

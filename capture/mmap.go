@@ -11,11 +11,11 @@ import (
 
 // Memory-mapped capture files.
 //
-// An uncompressed pcap file given by name is mapped read-only instead of
-// read through a buffer (Options.NoMap turns that off): records are framed
-// in place, with no read system calls and no copy, and a Segment's Payload
-// (and Raw) stays valid until the Source is closed, not only until the next
-// call to Next. That is what lets the pipeline hand records to other
+// An uncompressed pcap or pcapng (ngmap.go) file given by name is mapped
+// read-only instead of read through a buffer (Options.NoMap turns that
+// off): records are framed in place, with no read system calls and no
+// copy, and a Segment's Payload (and Raw) stays valid until the Source is
+// closed, not only until the next call to Next. That is what lets the pipeline hand records to other
 // goroutines without copying them (see FrameSource). Pages the reader has
 // left far behind are given back to the kernel as it goes (they stay in
 // the page cache; reading them again only faults them in again), so the
@@ -23,8 +23,8 @@ import (
 //
 // A mapped file is read as long as it was when it was opened. A file that
 // is truncated while it is mapped makes the process fault (SIGBUS): read
-// such a file through standard input or with Options.NoMap.
-// Compressed files, pcapng and standard input are read as streams.
+// such a file through standard input or with Options.NoMap. Compressed
+// files and standard input are read as streams.
 
 // mmapMinSize is the smallest file worth mapping by default.
 const mmapMinSize = 1 << 20
@@ -79,7 +79,7 @@ func (d *Decoder) DecodeFrame(f *Frame, packet uint64, seg *Segment, sequential 
 // Mapped implements FrameSource.
 func (s *fileSource) Mapped() bool {
 	for _, in := range s.inputs {
-		if in.mr == nil {
+		if in.mm == nil {
 			return false
 		}
 	}
@@ -90,8 +90,8 @@ func (s *fileSource) Mapped() bool {
 func (s *fileSource) MappedSize() int64 {
 	var n int64
 	for _, in := range s.inputs {
-		if in.mr != nil {
-			n += int64(len(in.mr.m))
+		if in.mm != nil {
+			n += int64(len(in.mm.m))
 		}
 	}
 	return n
@@ -122,12 +122,17 @@ func (s *fileSource) NextFrame(f *Frame) error {
 	return nil
 }
 
+// mapping is a mapped file and how far its reader got.
+type mapping struct {
+	m     []byte
+	pos   int // offset of the next record
+	freed int // pages before this offset were given back
+}
+
 // mapReader reads a memory-mapped pcap file: the records are slices of
 // the mapping. Errors are those of pcapReader, at the same offsets.
 type mapReader struct {
-	m     []byte
-	pos   int // offset of the next record header
-	freed int // pages before this offset were given back
+	mapping
 	order binary.ByteOrder
 	big   bool // order is big-endian: u32 reads without an interface call
 	nano  bool
@@ -136,32 +141,39 @@ type mapReader struct {
 }
 
 // openMapped maps f when it is a regular file worth mapping that starts
-// with a pcap magic number; nil when it is not (then f is read as a stream).
-func openMapped(f *os.File, magic []byte, opt Options) (*mapReader, error) {
+// with a pcap or pcapng magic number; nil when it is not (then f is read
+// as a stream). err is an error in the file header, reported as the
+// stream's reader reports it.
+func openMapped(f *os.File, magic []byte, opt Options) (*mapping, packetReader, error) {
 	maxPacket, minSize := opt.MaxPacket, opt.MapMin
 	if minSize == 0 {
 		minSize = mmapMinSize
 	}
 	order, nano, ok := pcapOrder(magic)
-	if !ok {
-		return nil, nil
+	ng := binary.LittleEndian.Uint32(magic) == ngSHB
+	if !ok && !ng {
+		return nil, nil, nil
 	}
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() || fi.Size() < minSize || fi.Size() < 4 || int64(int(fi.Size())) != fi.Size() {
-		return nil, nil
+		return nil, nil, nil
 	}
 	m, err := mapFile(f, fi.Size())
 	if err != nil {
-		return nil, nil // read it as a stream
+		return nil, nil, nil // read it as a stream
 	}
-	r := &mapReader{m: m, order: order, big: order == binary.BigEndian, nano: nano, max: maxPacket}
+	if ng {
+		r, err := openMappedNg(m, maxPacket)
+		return &r.mapping, r, err
+	}
+	r := &mapReader{mapping: mapping{m: m}, order: order, big: order == binary.BigEndian, nano: nano, max: maxPacket}
 	if len(m) < 24 {
 		r.pos = len(m)
-		return r, fmt.Errorf("pcap file header: %w", io.ErrUnexpectedEOF)
+		return &r.mapping, r, fmt.Errorf("pcap file header: %w", io.ErrUnexpectedEOF)
 	}
 	_, r.link, err = parsePcapHeader(order, m[:24])
 	r.pos = 24
-	return r, err
+	return &r.mapping, r, err
 }
 
 func (r *mapReader) next() ([]byte, time.Time, int, LinkType, error) {
@@ -214,7 +226,7 @@ func (r *mapReader) u32(b []byte) uint32 {
 }
 
 // release gives back the pages before off.
-func (r *mapReader) release(off int) {
+func (r *mapping) release(off int) {
 	to := off &^ (os.Getpagesize() - 1)
 	if to > r.freed && to <= len(r.m) {
 		releaseMapped(r.m[r.freed:to])
@@ -222,7 +234,7 @@ func (r *mapReader) release(off int) {
 	}
 }
 
-func (r *mapReader) Close() error {
+func (r *mapping) Close() error {
 	if r.m == nil {
 		return nil
 	}
@@ -231,67 +243,87 @@ func (r *mapReader) Close() error {
 	return err
 }
 
-// Chunker frames the records of one mapped pcap file from several
-// goroutines at once. The file after its header is cut into chunks of a
-// fixed size; a chunk holds the records that start in it. Where the first
-// of them starts is known only once the chunk before is framed: Guess
-// finds a likely start by the shape of record headers, Frame frames from
-// any start, and the caller accepts a chunk only if its start is the end
-// of the chunk before (and frames it again from there otherwise), so the
-// result is exactly what reading from the start gives.
+// Chunker frames the records of one mapped pcap or pcapng file from
+// several goroutines at once. The file after its header is cut into
+// chunks of a fixed size; a chunk holds the records that start in it (in
+// pcapng, whose packets may follow other blocks, the records whose
+// reading starts in it: after the packet before). Where the first of them
+// starts is known only once the chunk before is framed: Guess finds a
+// likely start by the shape of record headers or blocks, Frame frames
+// from any start, and the caller accepts a chunk only if Follows says it
+// continues the chunk before (and frames it again from where that one
+// ended otherwise), so the result is exactly what reading from the start
+// gives.
 type Chunker struct {
-	s    *fileSource
-	in   *input
-	mr   *mapReader
-	size int
-	sec0 int64 // seconds of the first record, for Guess
+	s     *fileSource
+	in    *input
+	mm    *mapping
+	size  int
+	start int // where chunk 0 starts: after the file header
+	max   int // Options.MaxPacket
+
+	pr   *mapReader // pcap
+	sec0 int64      // seconds of the first record, for Guess
+
+	ng *ngChunks // pcapng
 }
 
-// Chunker returns a Chunker for a source of one mapped pcap file whose
-// header was read without error and which nothing was read from yet;
-// nil otherwise. size is the chunk size in bytes.
+// Chunker returns a Chunker for a source of one mapped pcap or pcapng
+// file whose header was read without error and which nothing was read
+// from yet; nil otherwise. size is the chunk size in bytes.
 func (s *fileSource) Chunker(size int) *Chunker {
 	if len(s.inputs) != 1 || s.primed || size <= 0 {
 		return nil
 	}
 	in := s.inputs[0]
-	if in.mr == nil || in.pending != nil {
+	if in.mm == nil || in.pending != nil {
 		return nil
 	}
 	s.primed = true // NextFrame and Next are not to be used any more
-	c := &Chunker{s: s, in: in, mr: in.mr, size: size}
-	if len(c.mr.m) >= 24+16 {
-		c.sec0 = int64(c.mr.u32(c.mr.m[24:28]))
+	c := &Chunker{s: s, in: in, mm: in.mm, size: size, start: in.mm.pos}
+	switch r := in.pr.(type) {
+	case *mapReader:
+		c.pr, c.max = r, r.max
+		if len(c.mm.m) >= c.start+16 {
+			c.sec0 = int64(r.u32(c.mm.m[c.start:]))
+		}
+	case *ngMapReader:
+		c.max = r.max
+		c.ng = newNgChunks(r, c.start, c.Len())
 	}
 	return c
 }
 
 // Len is the number of chunks.
-func (c *Chunker) Len() int { return max(1, (len(c.mr.m)-24+c.size-1)/c.size) }
+func (c *Chunker) Len() int { return max(1, (len(c.mm.m)-c.start+c.size-1)/c.size) }
 
 // bounds are the offsets chunk i starts and ends at.
 func (c *Chunker) bounds(i int) (lo, hi int) {
-	lo = 24 + i*c.size
-	return lo, min(lo+c.size, len(c.mr.m))
+	lo = c.start + i*c.size
+	return lo, min(lo+c.size, len(c.mm.m))
 }
 
 // Start is the offset of the first record: where chunk 0 starts.
-func (c *Chunker) Start() int64 { return 24 }
+func (c *Chunker) Start() int64 { return int64(c.start) }
 
 // Guess returns the offset of the first record that seems to start in
-// chunk i: the first offset from which four record headers in a row
-// (or as many as there are to the end of the file) look valid. -1 when
-// none does near the chunk's start.
+// chunk i: the first offset from which four record headers (pcapng
+// blocks, at offsets a multiple of 4) in a row, or as many as there are
+// to the end of the file, look valid. -1 when none does near the chunk's
+// start.
 func (c *Chunker) Guess(i int) int64 {
 	if i == 0 {
 		return c.Start()
 	}
+	if c.ng != nil {
+		return c.guessNg(i)
+	}
 	lo, hi := c.bounds(i)
-	m := c.mr.m
+	m := c.mm.m
 	// Most offsets fail on the top byte of the seconds, which plausible
 	// wants within 2^24 of the first record's: test that byte alone first.
 	top, at := byte(c.sec0>>24), 3
-	if c.mr.big {
+	if c.pr.big {
 		at = 0
 	}
 	for p := lo; p < hi && p-lo < 1<<17; p++ {
@@ -306,7 +338,7 @@ func (c *Chunker) Guess(i int) int64 {
 }
 
 func (c *Chunker) plausible(p int) bool {
-	m, r := c.mr.m, c.mr
+	m, r := c.mm.m, c.pr
 	fracMax := uint32(1_000_000)
 	if r.nano {
 		fracMax = 1_000_000_000
@@ -338,17 +370,38 @@ func (c *Chunker) plausible(p int) bool {
 // where the record after them starts; err, when not nil, is why the record
 // at end cannot be read (the file ends there: see Fail).
 func (c *Chunker) Frame(i int, start int64, dst []Frame) (frames []Frame, end int64, err error) {
+	if c.ng != nil {
+		return c.frameNg(i, start, dst)
+	}
 	_, hi := c.bounds(i)
 	pos := int(start)
 	for pos < hi {
-		data, ts, wire, next, err := c.mr.frameAt(pos)
+		data, ts, wire, next, err := c.pr.frameAt(pos)
 		if err != nil {
 			return dst, int64(pos), err
 		}
-		dst = append(dst, Frame{Data: data, Time: ts, WireLen: wire, Link: c.mr.link})
+		dst = append(dst, Frame{Data: data, Time: ts, WireLen: wire, Link: c.pr.link})
 		pos = next
 	}
 	return dst, int64(pos), nil
+}
+
+// Follows reports whether chunk i, as last framed from start, continues
+// the chunks before it, which ended at want: it starts there and, in
+// pcapng, in the interface table they ended in. Called in chunk order,
+// once the chunks before i are accepted and while nothing frames i.
+func (c *Chunker) Follows(i int, start, want int64) bool {
+	if start != want {
+		return false
+	}
+	if c.ng == nil {
+		return true
+	}
+	prev := c.ng.first
+	if i > 0 {
+		prev = c.ng.slots[i-1].out.Load()
+	}
+	return prev.equal(c.ng.slots[i].in.Load())
 }
 
 // Fail returns the warning Next gives for err at the packet-th record
@@ -363,8 +416,8 @@ func (c *Chunker) Fail(packet uint64, off int64, err error) *Warning {
 // Pages go back 8 MiB at a time: each call interrupts the other CPUs
 // running the process's threads (TLB shootdown).
 func (c *Chunker) Release(off int64) {
-	if int(off)-c.mr.freed >= chunkReleaseStep {
-		c.mr.release(int(off))
+	if int(off)-c.mm.freed >= chunkReleaseStep {
+		c.mm.release(int(off))
 	}
 }
 

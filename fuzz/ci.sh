@@ -17,6 +17,7 @@ MINTIME=${FUZZMINIMIZETIME:-5s}
 targets="
 ./capture FuzzOpen
 ./capture FuzzDecode
+./capture FuzzMappedNg
 ./reassembly FuzzAssembler
 ./analyze FuzzRequestHead
 ./analyze FuzzResponseHead

@@ -2,12 +2,14 @@ package pipeline_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/expectscope/expectscope/analyze"
 	"github.com/expectscope/expectscope/capture"
+	"github.com/expectscope/expectscope/pipeline"
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
@@ -174,8 +177,29 @@ func normalized(recs []*analyze.Record) string {
 	return b.String()
 }
 
+// readMapped reads a capture file mapped, whatever its size, on workers
+// workers, with --all.
+func readMapped(t *testing.T, path string, workers int) []*analyze.Record {
+	t.Helper()
+	src, err := capture.Open([]string{path}, capture.Options{MapMin: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if fs, ok := src.(capture.FrameSource); runtime.GOOS == "linux" && (!ok || !fs.Mapped()) {
+		t.Fatal("file not mapped")
+	}
+	var recs []*analyze.Record
+	if _, err := pipeline.Run(context.Background(), src, pipeline.Options{Workers: workers,
+		Analyze: analyze.Config{All: true, Emit: func(r *analyze.Record) { recs = append(recs, r) }}}); err != nil {
+		t.Fatal(err)
+	}
+	return recs
+}
+
 // TestSameScenarioEveryForm: one capture rewritten as IPv6, pcapng, SLL2,
-// NULL, raw IP, QinQ and zstd gives exactly the records of the original.
+// NULL, raw IP, QinQ and zstd gives exactly the records of the original;
+// the pcapng also when it is mapped and framed in chunks.
 func TestSameScenarioEveryForm(t *testing.T) {
 	dir := t.TempDir()
 	for _, name := range []string{"curl-nginx-417-retry-desync", "curl-rawsrv-double-100", "go-client-nginx-417"} {
@@ -208,6 +232,17 @@ func TestSameScenarioEveryForm(t *testing.T) {
 				got, _ := readAll(t, dst, true)
 				if g := normalized(got); g != want {
 					t.Errorf("records differ from the original:\n got %s\nwant %s", g, want)
+				}
+				if f.ng {
+					// Mapped, framed in chunks on two workers.
+					for _, bad := range []bool{false, true} {
+						restore := pipeline.SetChunking(300, bad)
+						got := readMapped(t, dst, 2)
+						restore()
+						if g := normalized(got); g != want {
+							t.Errorf("mapped in chunks (bad guesses %v): records differ from the original:\n got %s\nwant %s", bad, g, want)
+						}
+					}
 				}
 				if f.v6 && len(got) > 0 && !strings.HasPrefix(got[0].Conn.Client, "[2001:db8::") {
 					t.Errorf("client %s is not the rewritten IPv6 address", got[0].Conn.Client)

@@ -388,12 +388,13 @@ func addCapture(a, b capture.Stats) capture.Stats {
 
 // Chunked framing.
 //
-// A single mapped pcap file is framed in parallel too (capture.Chunker):
+// A single mapped pcap or pcapng file is framed in parallel too (capture.Chunker):
 // the decoders take chunks of chunkSize bytes (512 KiB), each guesses where its
 // first record starts, frames and decodes its records, numbering packets
 // from the chunk's start. The calling goroutine takes the chunks in order,
-// accepts a chunk only if it started where the one before ended (and
-// frames and decodes it again from there if not: the guess was wrong),
+// accepts a chunk only if it started where the one before ended, in the
+// pcapng interface table that one ended in (Chunker.Follows; and frames
+// and decodes it again from there if not: the guess was wrong),
 // decodes its IPv4 fragments in order, numbers its packets, and hands it
 // to every worker, which proceed as in runMapped. A record that cannot be
 // read ends the file there with the warning reading from the start gives.
@@ -515,7 +516,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 			b := queue[0]
 			queue = queue[1:]
 			<-b.decoded
-			if b.start != want {
+			if !ch.Follows(b.idx, b.start, want) {
 				frameAndDecode(b, want) // a wrong guess: frame it again from where it starts
 			}
 			res.Capture = addCapture(res.Capture, b.ds.dec.Stats())

@@ -15,6 +15,7 @@ import (
 	"github.com/expectscope/expectscope/capture"
 	"github.com/expectscope/expectscope/cmd/capgen/gen"
 	"github.com/expectscope/expectscope/pipeline"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 )
 
@@ -152,6 +153,134 @@ func TestChunkedFraming(t *testing.T) {
 				t.Run(fmt.Sprintf("size=%d,bad=%v,cut=%d", size, bad, cut), func(t *testing.T) {
 					defer pipeline.SetChunking(size, bad)()
 					checkMappedSame(t, writeTemp(t, pcap[:cut]))
+				})
+			}
+		}
+	}
+}
+
+// toPcapng rewrites a pcap as pcapng with what real files have and the
+// chunked framing must get right: an unused interface before the one
+// used, timestamps with an offset, statistics, decryption secrets and
+// custom blocks between packets, a second section that differs from the
+// first in the offset only, and a third one, big endian, whose packets go
+// on on an interface described after its first packets.
+func toPcapng(t *testing.T, pcap []byte) []byte {
+	t.Helper()
+	r, err := pcapgo.NewReader(bytes.NewReader(pcap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o binary.AppendByteOrder = binary.LittleEndian
+	var out []byte
+	block := func(typ uint32, body []byte) {
+		for len(body)%4 != 0 {
+			body = append(body, 0)
+		}
+		n := uint32(12 + len(body))
+		out = o.AppendUint32(out, typ)
+		out = o.AppendUint32(out, n)
+		out = append(out, body...)
+		out = o.AppendUint32(out, n)
+	}
+	opt := func(b []byte, code uint16, v []byte) []byte {
+		b = o.AppendUint16(b, code)
+		b = o.AppendUint16(b, uint16(len(v)))
+		b = append(b, v...)
+		for len(b)%4 != 0 {
+			b = append(b, 0)
+		}
+		return b
+	}
+	shb := func() {
+		b := o.AppendUint32(nil, 0x1a2b3c4d)
+		b = o.AppendUint16(b, 1)
+		b = o.AppendUint16(b, 0)
+		b = o.AppendUint64(b, ^uint64(0))
+		block(0x0a0d0d0a, b)
+	}
+	idb := func(link layers.LinkType, offset uint64) {
+		b := o.AppendUint16(nil, uint16(link))
+		b = o.AppendUint16(b, 0)
+		b = o.AppendUint32(b, 262144)
+		b = opt(b, 9, []byte{9})
+		if offset != 0 {
+			b = opt(b, 14, o.AppendUint64(nil, offset))
+		}
+		block(1, opt(b, 0, nil))
+	}
+	const offset = 1_000_000
+	shb()
+	idb(layers.LinkTypeNull, 0)
+	idb(r.LinkType(), offset)
+	iface, off := uint32(1), uint64(offset)
+	var n int
+	for {
+		data, ci, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		switch {
+		case n == 3000:
+			// The same byte order and interface ids, another offset:
+			// only the times tell the tables apart.
+			shb()
+			idb(layers.LinkTypeNull, 0)
+			idb(r.LinkType(), 2*offset)
+			off = 2 * offset
+		case n == 6000:
+			o = binary.BigEndian
+			shb()
+			idb(r.LinkType(), 0)
+			iface, off = 0, 0
+		case n == 7000:
+			idb(r.LinkType(), 3*offset)
+			iface, off = 1, 3*offset
+		case n%1000 == 0:
+			b := o.AppendUint32(nil, iface)
+			block(5, o.AppendUint64(b, 0))
+		case n%777 == 0:
+			block(0xa, []byte("TLSK\x00\x00\x00\x04keys"))
+			block(0xbad, []byte("custom"))
+		}
+		units := uint64(ci.Timestamp.UnixNano()) - off*1e9
+		b := o.AppendUint32(nil, iface)
+		b = o.AppendUint32(b, uint32(units>>32))
+		b = o.AppendUint32(b, uint32(units))
+		b = o.AppendUint32(b, uint32(len(data)))
+		b = o.AppendUint32(b, uint32(ci.Length))
+		block(6, append(b, data...))
+	}
+	if n < 7500 {
+		t.Fatalf("only %d packets: the last section is not reached", n)
+	}
+	return out
+}
+
+// TestMappedPcapng reads the same traffic as pcap and as pcapng: the same
+// records, counters and warnings, from the pcapng read mapped at any
+// worker count and in chunks of any size, with good and wrong guesses.
+func TestMappedPcapng(t *testing.T) {
+	pcap, _ := generate(t, gen.Config{Seed: 9, Sessions: 600, Concurrency: 60, BodyMin: 500, BodyMax: 9000, Reorder: 0.02})
+	want, wres := runFile(t, writeTemp(t, pcap), false, 1)
+	ng := toPcapng(t, pcap)
+	for _, cut := range []int{len(ng), len(ng) * 2 / 3} {
+		path := writeTemp(t, ng[:cut])
+		if cut == len(ng) {
+			got, res := runFile(t, path, false, 1)
+			if !bytes.Equal(got, want) || res.Capture != wres.Capture {
+				t.Fatalf("pcapng records differ from the pcap's (%d vs %d bytes), capture %+v, want %+v", len(got), len(want), res.Capture, wres.Capture)
+			}
+		}
+		for _, size := range []int{700, 4096, 100 << 10} {
+			for _, bad := range []bool{false, true} {
+				t.Run(fmt.Sprintf("cut=%d,size=%d,bad=%v", cut, size, bad), func(t *testing.T) {
+					defer pipeline.SetChunking(size, bad)()
+					checkMappedSame(t, path)
 				})
 			}
 		}
