@@ -57,7 +57,11 @@ type ngIface struct {
 
 // time converts a timestamp as pcapgo does, uint64 wrap-around included.
 func (f *ngIface) time(ts uint64) time.Time {
-	return time.Unix(int64(ts/f.mask+f.offset), int64(ts%f.mask*f.scaleUp/f.scaleDown)).UTC()
+	frac := ts % f.mask * f.scaleUp
+	if f.scaleDown != 1 { // a division less per packet at nanoseconds and coarser
+		frac /= f.scaleDown
+	}
+	return time.Unix(int64(ts/f.mask+f.offset), int64(frac)).UTC()
 }
 
 // ngState is the interface table in force at a point of a pcapng file:
