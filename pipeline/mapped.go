@@ -48,8 +48,12 @@ const (
 type fbatch struct {
 	base     uint64 // packet number of frames[0], minus one
 	frames   []capture.Frame
-	subs     [][]capture.Segment // decoded segments by shard
-	maxT     time.Time           // latest time of a segment in subs
+	// segs are the decoded segments, each decoded in place (a segment is
+	// some 190 bytes: copying it into a slice per shard cost more than
+	// deciding its shard), and subs the indices of each shard's, in order.
+	segs     []capture.Segment
+	subs     [][]uint32
+	maxT     time.Time // latest time of a segment in segs
 	deferred []int               // frames deferred to worker 0 (IPv4 fragments)
 	frag     [][]capture.Segment // segments rebuilt from those, by shard
 	fragMax  time.Time
@@ -71,6 +75,8 @@ type fbatch struct {
 
 func (b *fbatch) reset(nw int) {
 	b.frames = b.frames[:0]
+	clear(b.segs) // drop the references to the mapping and to addresses
+	b.segs = b.segs[:0]
 	for i := range b.subs {
 		b.subs[i] = b.subs[i][:0]
 		b.frag[i] = b.frag[i][:0]
@@ -110,7 +116,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	nb := mappedBatches * nw
 	free := make(chan *fbatch, nb)
 	for range nb {
-		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]capture.Segment, nw), frag: make([][]capture.Segment, nw)}
+		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]uint32, nw), frag: make([][]capture.Segment, nw)}
 		b.reset(nw)
 		free <- b
 	}
@@ -250,14 +256,16 @@ func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
 			fail(recovered(p, "decoding packets %d-%d", b.base+1, b.base+uint64(len(b.frames))))
 		}
 	}()
-	var seg capture.Segment
 	for i := range b.frames {
-		ok, deferred := d.dec.DecodeFrame(&b.frames[i], b.base+uint64(i)+1, &seg, false)
-		if deferred {
-			b.deferred = append(b.deferred, i)
-			continue
-		}
-		if !ok {
+		b.segs = append(b.segs, capture.Segment{})
+		seg := &b.segs[len(b.segs)-1]
+		ok, deferred := d.dec.DecodeFrame(&b.frames[i], b.base+uint64(i)+1, seg, false)
+		if deferred || !ok {
+			*seg = capture.Segment{}
+			b.segs = b.segs[:len(b.segs)-1]
+			if deferred {
+				b.deferred = append(b.deferred, i)
+			}
 			continue
 		}
 		seg.Raw = nil // frames are not needed past the decoder
@@ -266,7 +274,7 @@ func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
 			b.maxT = seg.Time
 		}
 		k := shardOf(seg.Src, seg.Dst, nw)
-		b.subs[k] = append(b.subs[k], seg)
+		b.subs[k] = append(b.subs[k], uint32(len(b.segs)-1))
 	}
 }
 
@@ -335,11 +343,11 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 				w.now = b.fragMax
 			}
 		}
-		segs := b.subs[w.id]
-		for i, j := 0, 0; i < len(segs) || j < len(frag); {
+		mine := b.subs[w.id]
+		for i, j := 0, 0; i < len(mine) || j < len(frag); {
 			var s *capture.Segment
-			if j == len(frag) || i < len(segs) && segs[i].Packet < frag[j].Packet {
-				s = &segs[i]
+			if j == len(frag) || i < len(mine) && b.segs[mine[i]].Packet < frag[j].Packet {
+				s = &b.segs[mine[i]]
 				i++
 			} else {
 				s = &frag[j]
@@ -416,7 +424,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	ahead := nb - 2*nw // chunks being decoded ahead of the one awaited (the rest are with the workers)
 	free := make(chan *fbatch, nb)
 	for range nb {
-		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]capture.Segment, nw), frag: make([][]capture.Segment, nw)}
+		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]uint32, nw), frag: make([][]capture.Segment, nw)}
 		b.reset(nw)
 		free <- b
 	}
@@ -433,6 +441,8 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	frameAndDecode := func(b *fbatch, start int64) {
 		b.start = start
 		b.frames = b.frames[:0]
+		clear(b.segs)
+		b.segs = b.segs[:0]
 		for k := range b.subs {
 			b.subs[k] = b.subs[k][:0]
 		}
