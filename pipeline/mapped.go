@@ -498,6 +498,18 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 		}
 	}
 	fd := &decoderState{dec: capture.NewDecoder()} // IPv4 fragments, in order
+	// Giving pages back (Chunker.Release) unmaps them, which takes a while
+	// for small page-cache folios (a file written by tcpdump): done aside,
+	// it does not hold up the chunks the workers wait for.
+	releases := make(chan int64, 1)
+	released := make(chan struct{})
+	go func() {
+		defer close(released)
+		for off := range releases {
+			ch.Release(off)
+		}
+	}()
+	defer func() { close(releases); <-released }()
 	var queue []*fbatch
 	func() {
 		defer func() {
@@ -519,8 +531,12 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 				if old := next - nb; old > 0 {
 					// Every chunk before old was released by the workers
 					// (at most nb are in use at once), and records of
-					// later chunks start at or after old's bounds.
-					ch.Release(ch.Start() + int64(old)*int64(chunkSize))
+					// later chunks start at or after old's bounds. A busy
+					// releaser skips this offset: the next one covers it.
+					select {
+					case releases <- ch.Start() + int64(old)*int64(chunkSize):
+					default:
+					}
 				}
 			}
 			b := queue[0]
