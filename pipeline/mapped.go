@@ -46,14 +46,14 @@ const (
 )
 
 type fbatch struct {
-	base     uint64 // packet number of frames[0], minus one
-	frames   []capture.Frame
+	base   uint64 // packet number of frames[0], minus one
+	frames []capture.Frame
 	// segs are the decoded segments, each decoded in place (a segment is
 	// some 190 bytes: copying it into a slice per shard cost more than
 	// deciding its shard), and subs the indices of each shard's, in order.
 	segs     []capture.Segment
 	subs     [][]uint32
-	maxT     time.Time // latest time of a segment in segs
+	maxT     time.Time           // latest time of a segment in segs
 	deferred []int               // frames deferred to worker 0 (IPv4 fragments)
 	frag     [][]capture.Segment // segments rebuilt from those, by shard
 	fragMax  time.Time
