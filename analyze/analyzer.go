@@ -107,55 +107,10 @@ func (a *Analyzer) LastParseError() error { return a.lastErr }
 
 // New implements reassembly.StreamFactory. The parser state is made only
 // when the connection carries something besides its handshake, so that a
-// flood of SYNs costs a small stub per tracked connection.
+// flood of SYNs costs a small conn per tracked connection.
 func (a *Analyzer) New(info reassembly.ConnInfo) reassembly.Stream {
 	a.stats.Connections++
-	return &lazyConn{a: a, info: info}
-}
-
-// lazyConn defers the conn of a connection until its first data, gap or end.
-type lazyConn struct {
-	a      *Analyzer
-	c      *conn
-	info   reassembly.ConnInfo
-	rtt    time.Duration
-	hasRTT bool
-}
-
-func (l *lazyConn) get() *conn {
-	if l.c == nil {
-		l.c = l.a.newConn(l.info)
-		if l.hasRTT {
-			l.c.Handshake(l.rtt)
-		}
-	}
-	return l.c
-}
-
-func (l *lazyConn) Handshake(rtt time.Duration) {
-	if l.c == nil {
-		l.rtt, l.hasRTT = rtt, true
-		return
-	}
-	l.c.Handshake(rtt)
-}
-
-func (l *lazyConn) Data(side reassembly.Side, b []byte, at time.Time) { l.get().Data(side, b, at) }
-func (l *lazyConn) Gap(side reassembly.Side, n int64, at time.Time)   { l.get().Gap(side, n, at) }
-func (l *lazyConn) End(side reassembly.Side, r reassembly.EndReason, at time.Time) {
-	l.get().End(side, r, at)
-}
-
-func (l *lazyConn) Close(r reassembly.EndReason, at time.Time) {
-	if l.c == nil {
-		l.a.tick(at) // nothing was said on it: nothing to report
-		return
-	}
-	l.c.Close(r, at)
-}
-
-func (a *Analyzer) newConn(info reassembly.ConnInfo) *conn {
-	c := &conn{a: a, info: info}
+	c := &conn{a: a, addrA: info.A, addrB: info.B, firstPacket: info.FirstPacket, handshake: info.Handshake}
 	if info.Handshake {
 		c.rolesKnown = true
 		c.client = reassembly.SideA
@@ -167,8 +122,7 @@ func (a *Analyzer) newConn(info reassembly.ConnInfo) *conn {
 		// protocols are given up after this much instead of a full budget.
 		budget = min(budget, handshakeHuntBudget)
 	}
-	c.dirs[0].budget = budget
-	c.dirs[1].budget = budget
+	c.parkedBudget = [2]int64{budget, budget}
 	return c
 }
 

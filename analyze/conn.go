@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"time"
@@ -22,15 +23,12 @@ const (
 
 // dir is one direction's incremental parser state.
 type dir struct {
-	state   dirState
-	buf     []byte // partial header block, or the unmatched tail while hunting
-	scanned int    // bytes of buf known to hold no header terminator
-	body    bodyReader
-	cur     *exchange // the exchange whose body is being read
-	budget  int64     // hunting bytes left before the side is judged not HTTP
-	hunted  bool      // a first message was found after hunting (resync)
-	ended   time.Time // FIN or RST time
-	reset   bool
+	state  dirState
+	buf    []byte // partial header block, or the unmatched tail while hunting
+	body   bodyReader
+	cur    *exchange // the exchange whose body is being read
+	budget int64     // hunting bytes left before the side is judged not HTTP
+	ended  time.Time // FIN or RST time
 }
 
 // exchange is one request and everything that answered it.
@@ -67,33 +65,83 @@ type exchange struct {
 }
 
 // conn follows one TCP connection: it implements reassembly.Stream.
+//
+// It is what every tracked connection costs the analysis (a flood of
+// SYNs, or a million idle keep-alive connections), so it holds only what
+// outlives a message: the parser state (parse, over 300 bytes) is made on
+// the first data, gap or end, and dropped again whenever both directions
+// stand between messages with nothing held (park); parkedState and
+// parkedBudget keep the little of it that matters then.
 type conn struct {
-	a          *Analyzer
-	info       reassembly.ConnInfo
-	rolesKnown bool
-	client     reassembly.Side
-	rtt        time.Duration
-	hasRTT     bool
-	dirs       [2]dir // indexed by reassembly.Side
-	queue      []*exchange
-	nreq       int
-	http       bool
-	sawData    bool // some bytes were delivered
-	closed     bool
+	a            *Analyzer
+	addrA, addrB netip.AddrPort // reassembly's sides A and B
+	firstPacket  uint64
+	rtt          time.Duration
+	p            *parse // nil until needed, and while parked
+	parkedBudget [2]int64
+	nreq         uint32
+	parkedState  [2]dirState
+	client       reassembly.Side
+	rolesKnown   bool
+	handshake    bool // A's SYN was captured (reassembly.ConnInfo.Handshake)
+	hasRTT       bool
+	http         bool
+	sawData      bool // some bytes were delivered
+	closed       bool
+}
+
+// parse is the parser state of a connection in the middle of a message.
+type parse struct {
+	dirs  [2]dir // indexed by reassembly.Side
+	queue []*exchange
+}
+
+// parser returns the parser state, restoring it if the connection was
+// parked.
+func (c *conn) parser() *parse {
+	if c.p == nil {
+		c.p = &parse{}
+		for i := range c.p.dirs {
+			c.p.dirs[i].state = c.parkedState[i]
+			c.p.dirs[i].budget = c.parkedBudget[i]
+		}
+	}
+	return c.p
+}
+
+// park drops the parser state when nothing in it would be missed: no
+// exchange open, nothing held, no body being read, no side ended (its
+// time is reported with later exchanges).
+func (c *conn) park() {
+	p := c.p
+	if p == nil || len(p.queue) > 0 {
+		return
+	}
+	for i := range p.dirs {
+		d := &p.dirs[i]
+		if d.state == stBody || d.state == stPending || len(d.buf) > 0 || d.cur != nil || !d.ended.IsZero() {
+			return
+		}
+	}
+	for i := range p.dirs {
+		c.parkedState[i] = p.dirs[i].state
+		c.parkedBudget[i] = p.dirs[i].budget
+	}
+	c.p = nil
 }
 
 func (c *conn) clientAddr() netip.AddrPort {
 	if c.client == reassembly.SideA {
-		return c.info.A
+		return c.addrA
 	}
-	return c.info.B
+	return c.addrB
 }
 
 func (c *conn) serverAddr() netip.AddrPort {
 	if c.client == reassembly.SideA {
-		return c.info.B
+		return c.addrB
 	}
-	return c.info.A
+	return c.addrA
 }
 
 func (c *conn) Handshake(rtt time.Duration) { c.rtt, c.hasRTT = rtt, true }
@@ -104,6 +152,8 @@ func (c *conn) Data(side reassembly.Side, b []byte, at time.Time) {
 		return
 	}
 	c.sawData = true
+	c.parser()
+	defer c.park()
 	if !c.rolesKnown {
 		c.huntRoles(side, b, at)
 		return
@@ -119,7 +169,7 @@ func (c *conn) Data(side reassembly.Side, b []byte, at time.Time) {
 // captured: the side whose bytes start a request (or the other side of
 // the one whose bytes start a response).
 func (c *conn) huntRoles(side reassembly.Side, b []byte, at time.Time) {
-	d := &c.dirs[side]
+	d := &c.p.dirs[side]
 	data, off, isReq, ok := c.hunt(d, b, true, true)
 	if !ok {
 		return
@@ -132,7 +182,7 @@ func (c *conn) huntRoles(side reassembly.Side, b []byte, at time.Time) {
 	}
 	// The other side's bytes so far were hunted in either mode; it goes on
 	// hunting for its own kind of message.
-	other := &c.dirs[side.Other()]
+	other := &c.p.dirs[side.Other()]
 	other.state = stHunt
 	d.state = stHead
 	rest := data[off:]
@@ -160,8 +210,7 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 			data = append([]byte(nil), data...) // d.buf is reused by the parser
 		}
 		d.buf = d.buf[:0]
-		d.scanned = 0
-		if d.budget < c.a.cfg.HuntBudget || !c.info.Handshake {
+		if d.budget < c.a.cfg.HuntBudget || !c.handshake {
 			c.a.stats.Resyncs++
 		}
 		return data, off, isReq, true
@@ -174,9 +223,18 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 		return nil, 0, false, false
 	}
 	// Keep a tail long enough to hold a request line cut across chunks.
+	// A message start lies after the last line break, so nothing up to
+	// it is needed again: on bytes that are not HTTP (TLS, binary) the
+	// tail is then short, and so is what an idle connection holds.
 	const tail = 8 << 10
 	if len(data) > tail {
 		data = data[len(data)-tail:]
+	}
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[i+1:]
+	}
+	if cap(d.buf) > 2*len(data)+64 {
+		d.buf = make([]byte, 0, len(data))
 	}
 	d.buf = append(d.buf[:0], data...)
 	return nil, 0, false, false
@@ -232,7 +290,7 @@ func (c *conn) parseError(d *dir, err error) {
 
 // feedRequest runs the client-side parser over b.
 func (c *conn) feedRequest(b []byte, at time.Time) {
-	d := &c.dirs[c.client]
+	d := &c.p.dirs[c.client]
 	for len(b) > 0 {
 		switch d.state {
 		case stDead, stTunnel:
@@ -341,16 +399,16 @@ func (c *conn) startRequest(rh *requestHead, at time.Time) {
 	c.nreq++
 	e := &exchange{
 		conn:       c,
-		id:         fmt.Sprintf("%d-%d", c.info.FirstPacket, c.nreq),
+		id:         fmt.Sprintf("%d-%d", c.firstPacket, c.nreq),
 		head:       rh,
 		headersEnd: at,
 	}
 	if rh.h.expect != "" {
 		c.a.stats.Negotiations++
 	}
-	c.queue = append(c.queue, e)
+	c.p.queue = append(c.p.queue, e)
 	c.a.noteRequest(c, e)
-	d := &c.dirs[c.client]
+	d := &c.p.dirs[c.client]
 	switch {
 	case rh.h.chunked:
 		e.bodyMode = bodyChunked
@@ -376,7 +434,7 @@ func (c *conn) startRequest(rh *requestHead, at time.Time) {
 
 // pendingFinal returns the oldest exchange still owed a final response.
 func (c *conn) pendingFinal() *exchange {
-	for _, e := range c.queue {
+	for _, e := range c.p.queue {
 		if e.final == nil {
 			return e
 		}
@@ -386,7 +444,7 @@ func (c *conn) pendingFinal() *exchange {
 
 // feedResponse runs the server-side parser over b.
 func (c *conn) feedResponse(b []byte, at time.Time) {
-	d := &c.dirs[c.client.Other()]
+	d := &c.p.dirs[c.client.Other()]
 	for len(b) > 0 {
 		switch d.state {
 		case stDead, stTunnel:
@@ -451,8 +509,8 @@ func (c *conn) response(d *dir, rh *responseHead, at time.Time) {
 		if rh.status >= 200 {
 			// The server answered bytes the client sent as a body: it took them
 			// for a request (RFC 9112 9.3 desync).
-			for i := len(c.queue) - 1; i >= 0; i-- {
-				if p := c.queue[i]; p.earlyFinal && p.afterEarly == "body" {
+			for i := len(c.p.queue) - 1; i >= 0; i-- {
+				if p := c.p.queue[i]; p.earlyFinal && p.afterEarly == "body" {
 					p.misframed = true
 					break
 				}
@@ -488,7 +546,7 @@ func (c *conn) response(d *dir, rh *responseHead, at time.Time) {
 	// followed by a new request: the server's answer tells whether it took
 	// that request as the withheld body.
 	if i := c.indexOf(e); i > 0 {
-		prev := c.queue[i-1]
+		prev := c.p.queue[i-1]
 		if prev.earlyFinal && prev.afterEarly == "new-request" && !closeAnnounced(prev) && rh.status == 400 {
 			prev.misframed = true
 		}
@@ -500,13 +558,13 @@ func (c *conn) response(d *dir, rh *responseHead, at time.Time) {
 	if rh.status == 101 || (e.head.method == "CONNECT" && rh.status/100 == 2) {
 		c.a.stats.Tunnels++
 		d.state = stTunnel
-		c.dirs[c.client].state = stTunnel
+		c.p.dirs[c.client].state = stTunnel
 	}
 	c.retire()
 }
 
 func (c *conn) indexOf(e *exchange) int {
-	for i, x := range c.queue {
+	for i, x := range c.p.queue {
 		if x == e {
 			return i
 		}
@@ -552,20 +610,26 @@ func (c *conn) frameResponse(d *dir, rh *responseHead, method string) {
 
 // retire hands finished exchanges, oldest first, to the analyzer.
 func (c *conn) retire() {
-	for len(c.queue) > 0 {
-		e := c.queue[0]
+	for len(c.p.queue) > 0 {
+		e := c.p.queue[0]
 		if e.final == nil || !e.reqDone {
 			return
 		}
 		// An early final without close leaves the next bytes' framing open:
 		// wait for the server's next final to see how it framed them.
-		if e.earlyFinal && !closeAnnounced(e) && len(c.queue) < 2 {
+		if e.earlyFinal && !closeAnnounced(e) && len(c.p.queue) < 2 {
 			return
 		}
-		if e.earlyFinal && len(c.queue) >= 2 && c.queue[1].final == nil && e.afterEarly == "new-request" && !closeAnnounced(e) {
+		if e.earlyFinal && len(c.p.queue) >= 2 && c.p.queue[1].final == nil && e.afterEarly == "new-request" && !closeAnnounced(e) {
 			return
 		}
-		c.queue = c.queue[1:]
+		// The slot is cleared so that the queue's array does not keep the
+		// exchange alive on an idle keep-alive connection.
+		c.p.queue[0] = nil
+		c.p.queue = c.p.queue[1:]
+		if len(c.p.queue) == 0 {
+			c.p.queue = nil
+		}
 		c.finish(e, "", time.Time{})
 	}
 }
@@ -583,18 +647,20 @@ func (c *conn) finish(e *exchange, end string, at time.Time) {
 
 func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 	c.a.tick(at)
+	c.parser()
+	defer c.park()
 	c.a.stats.Gaps++
-	for _, e := range c.queue {
+	for _, e := range c.p.queue {
 		if e.firstGap.IsZero() {
 			e.firstGap = at
 		}
 	}
 	if !c.rolesKnown {
-		d := &c.dirs[side]
+		d := &c.p.dirs[side]
 		d.buf = d.buf[:0]
 		return
 	}
-	d := &c.dirs[side]
+	d := &c.p.dirs[side]
 	switch d.state {
 	case stBody:
 		if n >= 0 && d.body.mode == bodyLength && n < d.body.remaining {
@@ -624,10 +690,9 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 
 func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
 	c.a.tick(at)
-	d := &c.dirs[side]
+	d := &c.parser().dirs[side]
 	if d.ended.IsZero() {
 		d.ended = at
-		d.reset = reason == reassembly.EndRST
 	}
 	if !c.rolesKnown {
 		return
@@ -658,22 +723,34 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 		return
 	}
 	c.closed = true
+	if c.p == nil {
+		// Parked, or never said a word: nothing is open or held.
+		if c.http {
+			c.a.stats.HTTPConnections++
+		} else if c.sawData && c.parkedState[0] != stDead && c.parkedState[1] != stDead {
+			c.a.stats.NonHTTP++
+		}
+		return
+	}
 	if c.http {
 		c.a.stats.HTTPConnections++
-	} else if c.sawData && c.dirs[0].state != stDead && c.dirs[1].state != stDead {
+	} else if c.sawData && c.p.dirs[0].state != stDead && c.p.dirs[1].state != stDead {
 		// Bytes flowed and none was HTTP, though fewer than the hunt
 		// budget: not HTTP either (a side judged dead was counted then).
 		c.a.stats.NonHTTP++
 	}
-	for _, e := range c.queue {
+	for _, e := range c.p.queue {
 		e.reqDone = true
 		if e.earlyFinal && e.afterEarly == "" {
 			e.afterEarly = "close"
 		}
 		c.finish(e, reason.String(), at)
 	}
-	c.queue = nil
-	c.dirs[0].buf, c.dirs[1].buf = nil, nil
+	c.p.queue = nil
+	c.p.dirs[0].buf, c.p.dirs[1].buf = nil, nil
+	if c.p.dirs[0].ended.IsZero() && c.p.dirs[1].ended.IsZero() {
+		c.p = nil // exchanges waiting for a retry keep the conn, not this
+	}
 }
 
 // facts gathers what the exchange showed, for Judge.
@@ -694,8 +771,10 @@ func (e *exchange) facts() *Facts {
 		FirstGap:      e.firstGap,
 		Misframed:     e.misframed,
 	}
-	if sd := c.dirs[c.client.Other()]; !sd.ended.IsZero() {
-		f.ServerEnd = sd.ended
+	if c.p != nil {
+		if sd := &c.p.dirs[c.client.Other()]; !sd.ended.IsZero() {
+			f.ServerEnd = sd.ended
+		}
 	}
 	return f
 }
@@ -737,7 +816,7 @@ func (e *exchange) record() *Record {
 		TimeoutGuess:    j.TimeoutGuess,
 		AfterEarlyFinal: e.afterEarly,
 		ConnEnd:         e.connEnd,
-		Packet:          c.info.FirstPacket,
+		Packet:          c.firstPacket,
 	}
 	h := &e.head.h
 	r.Request = Request{
