@@ -3,6 +3,7 @@ package reassembly
 import (
 	"bytes"
 	"hash/crc32"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -12,9 +13,9 @@ import (
 )
 
 // Defaults for the zero fields of Config. They keep the assembler's own
-// memory well under 100 MiB: connection state is about 250 bytes plus map
-// overhead (about 400 B in all), so DefaultMaxConns costs about 26 MiB plus
-// the streams at worst, and out-of-order buffers are capped by
+// memory well under 100 MiB: connection state is 208 bytes plus map
+// overhead (about 290 B in all, TestConnMemory), so DefaultMaxConns costs
+// about 19 MiB plus the streams at worst, and out-of-order buffers are capped by
 // DefaultMaxBufferedTotal (plus at most 4 MiB of pooled free buffers).
 const (
 	DefaultMaxConns           = 1 << 16
@@ -81,14 +82,58 @@ func seqLE(a, b uint32) bool { return int32(a-b) <= 0 }
 func seqGT(a, b uint32) bool { return int32(a-b) > 0 }
 func seqGE(a, b uint32) bool { return int32(a-b) >= 0 }
 
-// connKey is the unordered pair of endpoints: lo sorts before hi.
-type connKey struct{ lo, hi netip.AddrPort }
+// connKey is the unordered pair of endpoints, lo before hi: addresses in
+// their 16-byte form, and in one word both ports and whether each address
+// is IPv4 (lo port<<33 | lo is4<<32 | hi port<<1 | hi is4). Unlike a pair
+// of netip.AddrPort (64 bytes with pointers and padding) it is 40 bytes of
+// plain memory: a smaller map slot, one hash over one block, nothing for
+// the collector to scan. IPv6 zones are not kept: addresses decoded from
+// packets have none.
+type connKey struct {
+	lo, hi [16]byte
+	ports  uint64
+}
+
+func endpointKey(ap netip.AddrPort) (a [16]byte, p uint64) {
+	ip := ap.Addr()
+	a = ip.As16()
+	p = uint64(ap.Port()) << 1
+	if ip.Is4() {
+		p |= 1
+	}
+	return a, p
+}
 
 func makeKey(src, dst netip.AddrPort) (k connKey, srcIsLo bool) {
-	if src.Compare(dst) <= 0 {
-		return connKey{src, dst}, true
+	sa, sp := endpointKey(src)
+	da, dp := endpointKey(dst)
+	if c := bytes.Compare(sa[:], da[:]); c < 0 || c == 0 && sp <= dp {
+		return connKey{sa, da, sp<<32 | dp}, true
 	}
-	return connKey{dst, src}, false
+	return connKey{da, sa, dp<<32 | sp}, false
+}
+
+// nanos is a capture time as nanoseconds since 1970. Connections keep
+// their times so (8 bytes instead of a time.Time's 24, and no pointer
+// whose every write the collector must see); times beyond 2106 or before
+// 1834 are clamped, far outside any capture.
+func nanos(t time.Time) int64 {
+	const lim = 1 << 32 // seconds
+	s := t.Unix()
+	if s > lim {
+		s = lim
+	} else if s < -lim {
+		s = -lim
+	}
+	return s*1e9 + int64(t.Nanosecond())
+}
+
+// addSat is a+d, saturated rather than wrapped (a huge IdleTimeout).
+func addSat(a int64, d time.Duration) int64 {
+	if r := a + int64(d); r >= a || d < 0 {
+		return r
+	}
+	return math.MaxInt64
 }
 
 // dir flags.
@@ -101,14 +146,13 @@ const (
 
 // dir is the state of one direction.
 type dir struct {
-	next   uint32 // next sequence number to deliver
-	isn    uint32
-	finSeq uint32
+	next uint32 // next sequence number to deliver
+	isn  uint32
 	// The last segment delivered whole and in order, by its CRC-32, so that
 	// a retransmission of it that carries other bytes counts as a conflict.
 	lastSeq, lastLen, lastSum uint32
-	last                      *byte // its first byte, with Config.StablePayloads (lastLen long)
-	flags                     uint8
+	flags                     uint8   // here, in the padding before the pointers
+	last                      *byte   // its first byte, with Config.StablePayloads (lastLen long)
 	ooo                       *oooBuf // nil until out-of-order data or a pending FIN needs it
 }
 
@@ -128,6 +172,7 @@ type oooBuf struct {
 	head   int
 	mem    int       // bytes charged against the limits
 	finAt  time.Time // capture time of the pending FIN
+	finSeq uint32    // sequence number of the pending FIN
 }
 
 // chunk is a copy of out-of-order bytes. gapAfter bytes after it are
@@ -150,22 +195,25 @@ const (
 )
 
 // conn is one connection, or, once closed by FIN or RST, a tombstone that
-// swallows its trailing segments until it idles out.
+// swallows its trailing segments until it idles out. It is what every
+// tracked connection costs (MaxConns of them), hence the narrow fields.
 type conn struct {
 	key          connKey
 	stream       Stream // nil once closed
 	prev, next   *conn  // activity list, least recent first
 	bprev, bnext *conn  // list of connections holding buffers
-	lastSeen     time.Time
-	synTime      time.Time
+	lastSeen     int64  // nanos
+	synTime      int64  // nanos
 	synAckRTT    time.Duration
 	firstPacket  uint64
-	order        uint64 // opening order, to break firstPacket ties
 	d            [2]dir
-	aIsLo        bool
-	hs           uint8
-	closed       bool
-	inBufList    bool
+	// order is the opening order, to break firstPacket ties; compared
+	// across wraparound (connections opened within 2^31 of each other).
+	order     uint32
+	aIsLo     bool
+	hs        uint8
+	closed    bool
+	inBufList bool
 }
 
 // Assembler rebuilds TCP streams from segments. It is not safe for
@@ -214,12 +262,18 @@ type Assembler struct {
 
 	lruHead, lruTail *conn
 	bufHead, bufTail *conn
+	// last is the connection of the previous segment: most segments
+	// follow one of the same connection, and comparing the key is
+	// cheaper than hashing it.
+	last *conn
 
 	open     int // connections not closed
 	now      time.Time
+	nowNs    int64 // nanos(now)
 	haveNow  bool
-	lastScan time.Time
-	order    uint64
+	lastScan int64 // nanos
+	scanned  bool
+	order    uint32
 	buffered int // bytes charged by all out-of-order buffers
 
 	pool    bufPool
@@ -258,22 +312,27 @@ type piece struct {
 // Segments are expected in capture order; time is taken from seg.Time
 // only, never from the wall clock.
 func (a *Assembler) Add(seg *capture.Segment) {
-	if !a.haveNow || seg.Time.After(a.now) {
-		a.now = seg.Time
+	if ns := nanos(seg.Time); !a.haveNow || ns > a.nowNs {
+		a.now, a.nowNs = seg.Time, ns
 		a.haveNow = true
 	}
-	if a.now.Sub(a.lastScan) >= scanEvery {
-		a.lastScan = a.now
+	if !a.scanned || a.nowNs-a.lastScan >= int64(scanEvery) {
+		a.lastScan, a.scanned = a.nowNs, true
 		a.expireIdle()
 	}
 
 	key, srcIsLo := makeKey(seg.Src, seg.Dst)
 	syn := seg.Flags&capture.FlagSYN != 0
 	ack := seg.Flags&capture.FlagACK != 0
-	c := a.conns[key]
-	if c != nil && c.lastSeen.Add(a.cfg.IdleTimeout).Before(a.now) {
-		a.expire(c, c.lastSeen.Add(a.cfg.IdleTimeout))
-		c = nil
+	c := a.last
+	if c == nil || c.key != key {
+		c = a.conns[key]
+	}
+	if c != nil {
+		if dl := a.deadline(c); dl < a.nowNs {
+			a.expire(c, a.timeAt(dl))
+			c = nil
+		}
 	}
 	if c != nil {
 		s := sideOf(c, srcIsLo)
@@ -307,9 +366,17 @@ func (a *Assembler) Add(seg *capture.Segment) {
 		}
 		c = a.openConn(key, srcIsLo, seg)
 	}
+	a.last = c
 	a.touch(c)
 	a.segment(c, sideOf(c, srcIsLo), seg)
 }
+
+// deadline is when c idles out, in nanos.
+func (a *Assembler) deadline(c *conn) int64 { return addSat(c.lastSeen, a.cfg.IdleTimeout) }
+
+// timeAt turns nanos ns back into a time.Time, in the location of the
+// capture's own times.
+func (a *Assembler) timeAt(ns int64) time.Time { return a.now.Add(time.Duration(ns - a.nowNs)) }
 
 func sideOf(c *conn, srcIsLo bool) Side {
 	if c.aIsLo == srcIsLo {
@@ -370,14 +437,14 @@ func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
 			if d.flags&dirSYN != 0 && d.isn == seg.Seq && c.hs == hsSYN && s == SideA {
 				// A retransmitted SYN: measure from the latest one, the
 				// one the SYN-ACK most likely answers.
-				c.synTime = t
+				c.synTime = nanos(t)
 			}
 			return
 		}
 		d.isn, d.next = seg.Seq, seg.Seq+1
 		d.flags |= dirSYN | dirStarted
 		if s == SideA && c.hs == hsNone {
-			c.hs, c.synTime = hsSYN, t
+			c.hs, c.synTime = hsSYN, nanos(t)
 		}
 		dataSeq++
 	case syn && ack:
@@ -387,7 +454,7 @@ func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
 		d.isn, d.next = seg.Seq, seg.Seq+1
 		d.flags |= dirSYN | dirStarted
 		if s == SideB && c.hs == hsSYN {
-			c.hs, c.synAckRTT = hsSYNACK, t.Sub(c.synTime)
+			c.hs, c.synAckRTT = hsSYNACK, time.Duration(nanos(t)-c.synTime)
 		}
 		dataSeq++
 	default:
@@ -399,7 +466,7 @@ func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
 			if s == SideA {
 				if ack && seqGE(seg.Ack, c.d[SideB].isn+1) {
 					c.hs = hsDone
-					c.stream.Handshake(t.Sub(c.synTime))
+					c.stream.Handshake(time.Duration(nanos(t) - c.synTime))
 				}
 			} else {
 				// B moved on without the final ACK being captured.
@@ -416,8 +483,8 @@ func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
 		o := &c.d[os]
 		if o.flags&dirStarted != 0 && o.flags&dirEnded == 0 && seqGT(seg.Ack, o.next) {
 			target := seg.Ack
-			if o.flags&dirFINPending != 0 && seqGT(target, o.finSeq) {
-				target = o.finSeq
+			if o.flags&dirFINPending != 0 && seqGT(target, o.ooo.finSeq) {
+				target = o.ooo.finSeq
 			}
 			a.release(c, os, target, t, nil)
 			if c.closed {
@@ -467,14 +534,14 @@ func (a *Assembler) segment(c *conn, s Side, seg *capture.Segment) {
 		}
 		if d.flags&dirFINPending == 0 {
 			o := a.oooFor(c, s)
-			d.finSeq = fs
+			o.finSeq = fs
 			d.flags |= dirFINPending
 			o.finAt = t
 		}
-		if d.hasChunks() || seqLE(d.finSeq, d.next) {
+		if d.hasChunks() || seqLE(d.ooo.finSeq, d.next) {
 			// The sender is done and data after the hole is held: the
 			// hole will not be filled.
-			a.release(c, s, d.finSeq, t, nil)
+			a.release(c, s, d.ooo.finSeq, t, nil)
 		}
 	}
 }
@@ -574,8 +641,8 @@ func (a *Assembler) release(c *conn, s Side, target uint32, at time.Time, cur *p
 	var truncAt time.Time
 	hasTrunc := false
 	for {
-		if d.flags&dirFINPending != 0 && seqGE(d.next, d.finSeq) {
-			a.endFIN(c, s, d.finSeq, d.ooo.finAt)
+		if d.flags&dirFINPending != 0 && seqGE(d.next, d.ooo.finSeq) {
+			a.endFIN(c, s, d.ooo.finSeq, d.ooo.finAt)
 			return
 		}
 		var ch *chunk
@@ -705,8 +772,8 @@ func (a *Assembler) flushSide(c *conn, s Side, at time.Time) {
 		last := &o.chunks[n-1]
 		target = last.end() + last.gapAfter
 	}
-	if d.flags&dirFINPending != 0 && seqGT(d.finSeq, target) {
-		target = d.finSeq
+	if d.flags&dirFINPending != 0 && seqGT(o.finSeq, target) {
+		target = o.finSeq
 	}
 	a.release(c, s, target, at, nil)
 }
@@ -735,6 +802,9 @@ func (a *Assembler) remove(c *conn) {
 	}
 	delete(a.conns, c.key)
 	a.lruUnlink(c)
+	if a.last == c {
+		a.last = nil
+	}
 }
 
 // expire closes c for idleness at its deadline, or forgets a tombstone.
@@ -751,11 +821,11 @@ func (a *Assembler) expire(c *conn, at time.Time) {
 
 func (a *Assembler) expireIdle() {
 	for c := a.lruHead; c != nil; c = a.lruHead {
-		deadline := c.lastSeen.Add(a.cfg.IdleTimeout)
-		if !deadline.Before(a.now) {
+		dl := a.deadline(c)
+		if dl >= a.nowNs {
 			return
 		}
-		a.expire(c, deadline)
+		a.expire(c, a.timeAt(dl))
 	}
 }
 
@@ -776,7 +846,7 @@ func (a *Assembler) FlushAll(at time.Time) {
 			}
 			return 1
 		}
-		if x.order < y.order {
+		if int32(x.order-y.order) < 0 {
 			return -1
 		}
 		return 1
@@ -791,12 +861,13 @@ func (a *Assembler) FlushAll(at time.Time) {
 		a.remove(c)
 	}
 	clear(a.conns)
+	a.last = nil
 }
 
 // Activity list.
 
 func (a *Assembler) touch(c *conn) {
-	c.lastSeen = a.now
+	c.lastSeen = a.nowNs
 	if a.lruTail == c {
 		return
 	}

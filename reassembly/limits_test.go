@@ -164,3 +164,24 @@ func BenchmarkOutOfOrder(b *testing.B) {
 		seq += 2 * uint32(len(payload))
 	}
 }
+
+// TestConnMemory: what a tracked connection costs the assembler bounds
+// how many fit the 100 MiB goal (issue 7). The conn is 208 bytes (a size
+// class of its own); the map slot (a 40-byte key and a pointer) adds 48
+// bytes over a load factor between 7/16 and 7/8, at most about 110.
+func TestConnMemory(t *testing.T) {
+	if n := unsafe.Sizeof(conn{}); n > 208 {
+		t.Errorf("conn is %d bytes, want <= 208", n)
+	}
+	for _, n := range []int{10000, 40000} {
+		before := heapInUse()
+		a := NewAssembler(&countFactory{}, Config{MaxConns: n})
+		synFlood(a, 2*n)
+		per := float64(int64(heapInUse())-int64(before)) / float64(len(a.conns))
+		runtime.KeepAlive(a)
+		t.Logf("%d connections: %.0f bytes each", n, per)
+		if per > 320 {
+			t.Errorf("%d connections: %.0f bytes each, want <= 320", n, per)
+		}
+	}
+}
