@@ -13,9 +13,9 @@ import (
 )
 
 // Defaults for the zero fields of Config. They keep the assembler's own
-// memory well under 100 MiB: connection state is 208 bytes plus map
-// overhead (about 290 B in all, TestConnMemory), so DefaultMaxConns costs
-// about 19 MiB plus the streams at worst, and out-of-order buffers are capped by
+// memory well under 100 MiB: connection state is 208 bytes plus at most
+// 21 for its index (TestConnMemory), so DefaultMaxConns costs about 15 MiB
+// plus the streams at worst, and out-of-order buffers are capped by
 // DefaultMaxBufferedTotal (plus at most 4 MiB of pooled free buffers).
 const (
 	DefaultMaxConns           = 1 << 16
@@ -258,7 +258,7 @@ type conn struct {
 type Assembler struct {
 	f     StreamFactory
 	cfg   Config
-	conns map[connKey]*conn
+	conns connTable
 
 	lruHead, lruTail *conn
 	bufHead, bufTail *conn
@@ -287,7 +287,7 @@ func NewAssembler(f StreamFactory, cfg Config) *Assembler {
 	return &Assembler{
 		f:     f,
 		cfg:   cfg.withDefaults(),
-		conns: make(map[connKey]*conn),
+		conns: newConnTable(),
 	}
 }
 
@@ -326,7 +326,7 @@ func (a *Assembler) Add(seg *capture.Segment) {
 	ack := seg.Flags&capture.FlagACK != 0
 	c := a.last
 	if c == nil || c.key != key {
-		c = a.conns[key]
+		c = a.conns.get(&key)
 	}
 	if c != nil {
 		if dl := a.deadline(c); dl < a.nowNs {
@@ -386,7 +386,7 @@ func sideOf(c *conn, srcIsLo bool) Side {
 }
 
 func (a *Assembler) openConn(key connKey, srcIsLo bool, seg *capture.Segment) *conn {
-	for len(a.conns) >= a.cfg.MaxConns && a.lruHead != nil {
+	for a.conns.len() >= a.cfg.MaxConns && a.lruHead != nil {
 		v := a.lruHead
 		if !v.closed {
 			a.flushConn(v, a.now)
@@ -415,7 +415,7 @@ func (a *Assembler) openConn(key connKey, srcIsLo bool, seg *capture.Segment) *c
 	if c.stream == nil {
 		c.stream = nopStream{}
 	}
-	a.conns[key] = c
+	a.conns.put(c)
 	a.open++
 	a.stats.Connections++
 	return c
@@ -800,7 +800,7 @@ func (a *Assembler) remove(c *conn) {
 	if !c.closed {
 		panic("reassembly: remove of an open connection")
 	}
-	delete(a.conns, c.key)
+	a.conns.remove(c)
 	a.lruUnlink(c)
 	if a.last == c {
 		a.last = nil
@@ -860,7 +860,7 @@ func (a *Assembler) FlushAll(at time.Time) {
 	for c := a.lruHead; c != nil; c = a.lruHead {
 		a.remove(c)
 	}
-	clear(a.conns)
+	a.conns.reset()
 	a.last = nil
 }
 

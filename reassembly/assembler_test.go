@@ -651,8 +651,8 @@ func TestAssembler(t *testing.T) {
 			if tc.check != nil {
 				tc.check(t, a.Stats(), a)
 			}
-			if a.open != 0 || len(a.conns) != 0 || a.buffered != 0 {
-				t.Errorf("after FlushAll: open %d, conns %d, buffered %d", a.open, len(a.conns), a.buffered)
+			if a.open != 0 || a.conns.len() != 0 || a.buffered != 0 {
+				t.Errorf("after FlushAll: open %d, conns %d, buffered %d", a.open, a.conns.len(), a.buffered)
 			}
 			// Same input, same calls.
 			r2, _ := run(t, tc.cfg, tc.segs, tc.flushAt, tc.multi)

@@ -132,8 +132,8 @@ func FuzzAssembler(f *testing.F) {
 		buf := make([]byte, 0, 128)
 		send := func(seg *capture.Segment) {
 			a.Add(seg)
-			if a.open > cfg.MaxConns || len(a.conns) > cfg.MaxConns {
-				t.Fatalf("%d open, %d tracked", a.open, len(a.conns))
+			if a.open > cfg.MaxConns || a.conns.len() > cfg.MaxConns {
+				t.Fatalf("%d open, %d tracked", a.open, a.conns.len())
 			}
 			if a.buffered > cfg.MaxBufferedTotal+16<<10 || a.buffered < 0 {
 				t.Fatalf("buffered %d", a.buffered)
@@ -222,8 +222,8 @@ func FuzzAssembler(f *testing.F) {
 				t.Fatalf("stream %v closed %d times", s.info, s.closes)
 			}
 		}
-		if a.open != 0 || len(a.conns) != 0 || a.buffered != 0 || a.bufHead != nil || a.lruHead != nil {
-			t.Fatalf("after FlushAll: open %d, conns %d, buffered %d", a.open, len(a.conns), a.buffered)
+		if a.open != 0 || a.conns.len() != 0 || a.buffered != 0 || a.bufHead != nil || a.lruHead != nil {
+			t.Fatalf("after FlushAll: open %d, conns %d, buffered %d", a.open, a.conns.len(), a.buffered)
 		}
 		if st := a.Stats(); st.Connections != uint64(len(ff.streams)) {
 			t.Fatalf("Connections %d, streams %d", st.Connections, len(ff.streams))

@@ -58,8 +58,8 @@ func TestSYNFloodBounded(t *testing.T) {
 	f := &countFactory{}
 	a := NewAssembler(f, Config{MaxConns: maxConns})
 	synFlood(a, 200000)
-	if a.open > maxConns || len(a.conns) > maxConns {
-		t.Fatalf("open %d, tracked %d, want <= %d", a.open, len(a.conns), maxConns)
+	if a.open > maxConns || a.conns.len() > maxConns {
+		t.Fatalf("open %d, tracked %d, want <= %d", a.open, a.conns.len(), maxConns)
 	}
 	after := heapInUse()
 	grew := int64(after) - int64(before)
@@ -167,8 +167,8 @@ func BenchmarkOutOfOrder(b *testing.B) {
 
 // TestConnMemory: what a tracked connection costs the assembler bounds
 // how many fit the 100 MiB goal (issue 7). The conn is 208 bytes (a size
-// class of its own); the map slot (a 40-byte key and a pointer) adds 48
-// bytes over a load factor between 7/16 and 7/8, at most about 110.
+// class of its own); its slot in the index adds 8 bytes over a load
+// between 3/8 and 3/4, at most 21.
 func TestConnMemory(t *testing.T) {
 	if n := unsafe.Sizeof(conn{}); n > 208 {
 		t.Errorf("conn is %d bytes, want <= 208", n)
@@ -177,11 +177,11 @@ func TestConnMemory(t *testing.T) {
 		before := heapInUse()
 		a := NewAssembler(&countFactory{}, Config{MaxConns: n})
 		synFlood(a, 2*n)
-		per := float64(int64(heapInUse())-int64(before)) / float64(len(a.conns))
+		per := float64(int64(heapInUse())-int64(before)) / float64(a.conns.len())
 		runtime.KeepAlive(a)
 		t.Logf("%d connections: %.0f bytes each", n, per)
-		if per > 320 {
-			t.Errorf("%d connections: %.0f bytes each, want <= 320", n, per)
+		if per > 232 {
+			t.Errorf("%d connections: %.0f bytes each, want <= 232", n, per)
 		}
 	}
 }
