@@ -1,7 +1,6 @@
 package analyze
 
 import (
-	"bytes"
 	"fmt"
 	"net/netip"
 	"time"
@@ -222,17 +221,10 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 		c.a.stats.NonHTTP++
 		return nil, 0, false, false
 	}
-	// Keep a tail long enough to hold a request line cut across chunks.
-	// A message start lies after the last line break, so nothing up to
-	// it is needed again: on bytes that are not HTTP (TLS, binary) the
-	// tail is then short, and so is what an idle connection holds.
-	const tail = 8 << 10
-	if len(data) > tail {
-		data = data[len(data)-tail:]
-	}
-	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
-		data = data[i+1:]
-	}
+	// Keep the tail that may hold the start of a message cut across
+	// chunks: short on bytes that are not HTTP (bodies, TLS), and so is
+	// what a connection picked up mid-stream holds while it hunts.
+	data = data[huntTail(data, wantReq):]
 	if cap(d.buf) > 2*len(data)+64 {
 		d.buf = make([]byte, 0, len(data))
 	}

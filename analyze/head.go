@@ -460,6 +460,56 @@ func findMessageStart(b []byte, wantReq, wantResp bool) (int, bool) {
 	}
 }
 
+// huntWindow is the most hunted bytes kept for the next chunk: a request
+// line longer than this, cut across chunks, is not found.
+const huntWindow = 8 << 10
+
+// huntTail returns where the part of hunted bytes b that findMessageStart
+// may still need, once more bytes come, begins. A message it finds starts
+// on a line that ends in a later chunk, so after b's last line break, and
+// at or after the first of: "HTTP/1." (on that line it has no line end
+// yet), a piece of it at the very end of b, and, for a request, an
+// upper-case letter that starts 1 to maxMethodLen token characters ending
+// at a space or at the end of b (a method). One byte before that is kept,
+// for the checks on the byte before a start, and never more than the last
+// huntWindow bytes. Bytes before it cannot change what is found.
+func huntTail(b []byte, wantReq bool) int {
+	from := max(0, len(b)-huntWindow)
+	if i := bytes.LastIndexByte(b[from:], '\n'); i >= 0 {
+		from += i + 1
+	}
+	keep := len(b) - len("HTTP/1")
+	if i := bytes.Index(b[from:], []byte("HTTP/1.")); i >= 0 {
+		keep = min(keep, from+i)
+	}
+	if wantReq {
+		if p := firstMethodStart(b[from:]); p >= 0 {
+			keep = min(keep, from+p)
+		}
+	}
+	return max(from, keep-1)
+}
+
+// firstMethodStart returns the first index of b where a request line's
+// method may start (see huntTail), or -1.
+func firstMethodStart(b []byte) int {
+	start := 0 // of the current run of token characters
+	for i := 0; i <= len(b); i++ {
+		if i < len(b) && isTokenChar(b[i]) {
+			continue
+		}
+		if i == len(b) || b[i] == ' ' {
+			for p := max(start, i-maxMethodLen); p < i; p++ {
+				if b[p] >= 'A' && b[p] <= 'Z' {
+					return p
+				}
+			}
+		}
+		start = i + 1
+	}
+	return -1
+}
+
 // knownMethod reports whether m is a registered HTTP method in common use.
 func knownMethod(m []byte) bool {
 	switch string(m) {
