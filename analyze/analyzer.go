@@ -110,7 +110,9 @@ func (a *Analyzer) LastParseError() error { return a.lastErr }
 // flood of SYNs costs a small conn per tracked connection.
 func (a *Analyzer) New(info reassembly.ConnInfo) reassembly.Stream {
 	a.stats.Connections++
-	c := &conn{a: a, addrA: info.A, addrB: info.B, firstPacket: info.FirstPacket, handshake: info.Handshake}
+	c := &conn{a: a, firstPacket: info.FirstPacket, handshake: info.Handshake,
+		ipA: info.A.Addr().As16(), portA: info.A.Port(), is4A: info.A.Addr().Is4(),
+		ipB: info.B.Addr().As16(), portB: info.B.Port(), is4B: info.B.Addr().Is4()}
 	if info.Handshake {
 		c.rolesKnown = true
 		c.client = reassembly.SideA

@@ -27,7 +27,6 @@ type dir struct {
 	body   bodyReader
 	cur    *exchange // the exchange whose body is being read
 	budget int64     // hunting bytes left before the side is judged not HTTP
-	ended  time.Time // FIN or RST time
 }
 
 // exchange is one request and everything that answered it.
@@ -67,26 +66,49 @@ type exchange struct {
 //
 // It is what every tracked connection costs the analysis (a flood of
 // SYNs, or a million idle keep-alive connections), so it holds only what
-// outlives a message: the parser state (parse, over 300 bytes) is made on
-// the first data, gap or end, and dropped again whenever both directions
-// stand between messages with nothing held (park); parkedState and
-// parkedBudget keep the little of it that matters then.
+// outlives a message, in 112 bytes: the parser state (parse, about 270
+// bytes) is made on the first data, gap or end, and dropped again
+// whenever both directions stand between messages with nothing held
+// (park), and when the connection closes (exchanges waiting for a retry
+// after a 417 keep their conn); parkedState and parkedBudget keep the
+// little of it that matters then. Endpoints are kept as plain bytes (a
+// netip.AddrPort is 32 bytes with a pointer), without IPv6 zones, which
+// addresses decoded from packets do not have.
 type conn struct {
 	a            *Analyzer
-	addrA, addrB netip.AddrPort // reassembly's sides A and B
+	p            *parse        // nil until needed, and while parked
+	ends         *[2]time.Time // FIN or RST time of each side, once one ended
 	firstPacket  uint64
 	rtt          time.Duration
-	p            *parse // nil until needed, and while parked
 	parkedBudget [2]int64
+	ipA, ipB     [16]byte // reassembly's sides A and B
+	portA, portB uint16
 	nreq         uint32
 	parkedState  [2]dirState
 	client       reassembly.Side
+	is4A, is4B   bool
 	rolesKnown   bool
 	handshake    bool // A's SYN was captured (reassembly.ConnInfo.Handshake)
 	hasRTT       bool
 	http         bool
 	sawData      bool // some bytes were delivered
 	closed       bool
+}
+
+func endpointOf(ip [16]byte, port uint16, is4 bool) netip.AddrPort {
+	a := netip.AddrFrom16(ip)
+	if is4 {
+		a = a.Unmap()
+	}
+	return netip.AddrPortFrom(a, port)
+}
+
+// ended is when side ended (FIN or RST), or the zero time.
+func (c *conn) ended(side reassembly.Side) time.Time {
+	if c.ends == nil {
+		return time.Time{}
+	}
+	return c.ends[side]
 }
 
 // parse is the parser state of a connection in the middle of a message.
@@ -109,8 +131,7 @@ func (c *conn) parser() *parse {
 }
 
 // park drops the parser state when nothing in it would be missed: no
-// exchange open, nothing held, no body being read, no side ended (its
-// time is reported with later exchanges).
+// exchange open, nothing held, no body being read.
 func (c *conn) park() {
 	p := c.p
 	if p == nil || len(p.queue) > 0 {
@@ -118,7 +139,7 @@ func (c *conn) park() {
 	}
 	for i := range p.dirs {
 		d := &p.dirs[i]
-		if d.state == stBody || d.state == stPending || len(d.buf) > 0 || d.cur != nil || !d.ended.IsZero() {
+		if d.state == stBody || d.state == stPending || len(d.buf) > 0 || d.cur != nil {
 			return
 		}
 	}
@@ -131,16 +152,16 @@ func (c *conn) park() {
 
 func (c *conn) clientAddr() netip.AddrPort {
 	if c.client == reassembly.SideA {
-		return c.addrA
+		return endpointOf(c.ipA, c.portA, c.is4A)
 	}
-	return c.addrB
+	return endpointOf(c.ipB, c.portB, c.is4B)
 }
 
 func (c *conn) serverAddr() netip.AddrPort {
 	if c.client == reassembly.SideA {
-		return c.addrB
+		return endpointOf(c.ipB, c.portB, c.is4B)
 	}
-	return c.addrA
+	return endpointOf(c.ipA, c.portA, c.is4A)
 }
 
 func (c *conn) Handshake(rtt time.Duration) { c.rtt, c.hasRTT = rtt, true }
@@ -683,8 +704,12 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
 	c.a.tick(at)
 	d := &c.parser().dirs[side]
-	if d.ended.IsZero() {
-		d.ended = at
+	defer c.park()
+	if c.ended(side).IsZero() {
+		if c.ends == nil {
+			c.ends = new([2]time.Time)
+		}
+		c.ends[side] = at
 	}
 	if !c.rolesKnown {
 		return
@@ -696,7 +721,7 @@ func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Ti
 			d.buf = d.buf[:0]
 			d.cur.afterEarly = "body"
 			d.state = stBody
-			c.feedRequest(held, d.ended)
+			c.feedRequest(held, c.ended(side))
 		}
 		if d.cur != nil && d.state == stPending {
 			if d.cur.final != nil {
@@ -740,9 +765,7 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 	}
 	c.p.queue = nil
 	c.p.dirs[0].buf, c.p.dirs[1].buf = nil, nil
-	if c.p.dirs[0].ended.IsZero() && c.p.dirs[1].ended.IsZero() {
-		c.p = nil // exchanges waiting for a retry keep the conn, not this
-	}
+	c.p = nil
 }
 
 // facts gathers what the exchange showed, for Judge.
@@ -763,10 +786,8 @@ func (e *exchange) facts() *Facts {
 		FirstGap:      e.firstGap,
 		Misframed:     e.misframed,
 	}
-	if c.p != nil {
-		if sd := &c.p.dirs[c.client.Other()]; !sd.ended.IsZero() {
-			f.ServerEnd = sd.ended
-		}
+	if end := c.ended(c.client.Other()); !end.IsZero() {
+		f.ServerEnd = end
 	}
 	return f
 }
