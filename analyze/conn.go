@@ -66,12 +66,13 @@ type exchange struct {
 //
 // It is what every tracked connection costs the analysis (a flood of
 // SYNs, or a million idle keep-alive connections), so it holds only what
-// outlives a message, in 112 bytes: the parser state (parse, about 270
+// outlives a message, in 128 bytes: the parser state (parse, about 270
 // bytes) is made on the first data, gap or end, and dropped again
 // whenever both directions stand between messages with nothing held
-// (park), and when the connection closes (exchanges waiting for a retry
-// after a 417 keep their conn); parkedState and parkedBudget keep the
-// little of it that matters then. Endpoints are kept as plain bytes (a
+// (park), or hunt with a few bytes held (a connection picked up in the
+// middle of a body holds one), and when the connection closes (exchanges
+// waiting for a retry after a 417 keep their conn); the parked fields
+// keep the little of it that matters then. Endpoints are kept as plain bytes (a
 // netip.AddrPort is 32 bytes with a pointer), without IPv6 zones, which
 // addresses decoded from packets do not have.
 type conn struct {
@@ -85,6 +86,8 @@ type conn struct {
 	portA, portB uint16
 	nreq         uint32
 	parkedState  [2]dirState
+	parkedTail   [2][maxParkedTail]byte // a short buf, while hunting
+	parkedLen    [2]uint8
 	client       reassembly.Side
 	is4A, is4B   bool
 	rolesKnown   bool
@@ -117,21 +120,30 @@ type parse struct {
 	queue []*exchange
 }
 
+// maxParkedTail is the longest buf a parked direction keeps.
+const maxParkedTail = 7
+
 // parser returns the parser state, restoring it if the connection was
 // parked.
 func (c *conn) parser() *parse {
 	if c.p == nil {
 		c.p = &parse{}
 		for i := range c.p.dirs {
-			c.p.dirs[i].state = c.parkedState[i]
-			c.p.dirs[i].budget = c.parkedBudget[i]
+			d := &c.p.dirs[i]
+			d.state = c.parkedState[i]
+			d.budget = c.parkedBudget[i]
+			if n := c.parkedLen[i]; n > 0 {
+				d.buf = append([]byte(nil), c.parkedTail[i][:n]...)
+				c.parkedLen[i] = 0
+			}
 		}
 	}
 	return c.p
 }
 
 // park drops the parser state when nothing in it would be missed: no
-// exchange open, nothing held, no body being read.
+// exchange open, no more than maxParkedTail bytes held, no body being
+// read.
 func (c *conn) park() {
 	p := c.p
 	if p == nil || len(p.queue) > 0 {
@@ -139,13 +151,14 @@ func (c *conn) park() {
 	}
 	for i := range p.dirs {
 		d := &p.dirs[i]
-		if d.state == stBody || d.state == stPending || len(d.buf) > 0 || d.cur != nil {
+		if d.state == stBody || d.state == stPending || len(d.buf) > maxParkedTail || d.cur != nil {
 			return
 		}
 	}
 	for i := range p.dirs {
 		c.parkedState[i] = p.dirs[i].state
 		c.parkedBudget[i] = p.dirs[i].budget
+		c.parkedLen[i] = uint8(copy(c.parkedTail[i][:], p.dirs[i].buf))
 	}
 	c.p = nil
 }

@@ -468,7 +468,7 @@ const huntWindow = 8 << 10
 // may still need, once more bytes come, begins. A message it finds starts
 // on a line that ends in a later chunk, so after b's last line break, and
 // at or after the first of: "HTTP/1." (on that line it has no line end
-// yet), a piece of it at the very end of b, and, for a request, an
+// yet), a start of it at the very end of b, and, for a request, an
 // upper-case letter that starts 1 to maxMethodLen token characters ending
 // at a space or at the end of b (a method). One byte before that is kept,
 // for the checks on the byte before a start, and never more than the last
@@ -478,7 +478,7 @@ func huntTail(b []byte, wantReq bool) int {
 	if i := bytes.LastIndexByte(b[from:], '\n'); i >= 0 {
 		from += i + 1
 	}
-	keep := len(b) - len("HTTP/1")
+	keep := len(b) - partialPrefix(b[from:], "HTTP/1.")
 	if i := bytes.Index(b[from:], []byte("HTTP/1.")); i >= 0 {
 		keep = min(keep, from+i)
 	}
@@ -488,6 +488,17 @@ func huntTail(b []byte, wantReq bool) int {
 		}
 	}
 	return max(from, keep-1)
+}
+
+// partialPrefix returns the length of the longest end of b that is a
+// proper prefix of p (a p that the next bytes may complete).
+func partialPrefix(b []byte, p string) int {
+	for n := min(len(b), len(p)-1); n > 0; n-- {
+		if string(b[len(b)-n:]) == p[:n] {
+			return n
+		}
+	}
+	return 0
 }
 
 // firstMethodStart returns the first index of b where a request line's

@@ -87,10 +87,11 @@ func TestHuntTailShort(t *testing.T) {
 		wantReq bool
 		keep    int
 	}{
-		{"body filler", strings.Repeat("abcdefghij0123456789", 50), true, 7},
-		{"filler, response side", strings.Repeat("abcdefghij0123456789", 50), false, 7},
+		{"body filler", strings.Repeat("abcdefghij0123456789", 50), true, 1},
+		{"filler, response side", strings.Repeat("abcdefghij0123456789", 50), false, 1},
+		{"start of HTTP/1. at the end", strings.Repeat("x", 100) + "HTTP/", false, 6},
 		{"method near the end", strings.Repeat("x", 100) + " POST /up", true, 9},
-		{"line break near the end", strings.Repeat("Q", 100) + "\nab", true, 2},
+		{"line break near the end", strings.Repeat("Q", 100) + "\nab", true, 1},
 		{"status line not ended", "zzzz\x00HTTP/1.1 200", false, 13},
 	}
 	for _, tt := range tests {
