@@ -4,6 +4,7 @@
 package analyze
 
 import (
+	"hash/maphash"
 	"net"
 	"strconv"
 	"time"
@@ -71,8 +72,11 @@ type Analyzer struct {
 	cfg   Config
 	stats Stats
 	now   time.Time // latest capture time seen: the only clock
-	// 417'd negotiations waiting for their retry, by request identity.
-	await map[retryKey][]*exchange
+	// 417'd negotiations waiting for their retry, by a hash of the
+	// request's identity (see slotOf); a list may mix identities whose
+	// hashes collide, so readers compare them (sameRequest).
+	await map[uint64][]*exchange
+	seed  maphash.Seed
 	// awaitList holds the waiting negotiations in order of their 417, for
 	// expiry; a slot is nil once its negotiation was retried. awaitBase is
 	// the sequence number of awaitList[0] (exchange.awaitSeq indexes it),
@@ -88,15 +92,10 @@ type Analyzer struct {
 // (Stats.RetryWaitsDropped), so that a flood of 417s costs bounded memory.
 const maxAwait = 1 << 13
 
-// retryKey identifies "the same request" for linking a retry to its 417.
-type retryKey struct {
-	clientIP, method, host, target string
-}
-
 // New returns an Analyzer.
 func New(cfg Config) *Analyzer {
 	cfg.defaults()
-	return &Analyzer{cfg: cfg, await: map[retryKey][]*exchange{}}
+	return &Analyzer{cfg: cfg, await: map[uint64][]*exchange{}, seed: maphash.MakeSeed()}
 }
 
 // Stats returns the counts so far.
@@ -178,9 +177,27 @@ func (a *Analyzer) expireAwait() {
 	}
 }
 
-func (a *Analyzer) keyOf(c *conn, rh *requestHead) retryKey {
-	ip := c.clientAddr().Addr().String()
-	return retryKey{ip, rh.method, rh.h.host, rh.target}
+// slotOf hashes the identity of "the same request" for linking a retry
+// to its 417: client address, method, Host and target. A hash is an
+// 8-byte map key that costs no allocation, in a map that churns through
+// as many identities as there are clients.
+func (a *Analyzer) slotOf(c *conn, rh *requestHead) uint64 {
+	var h maphash.Hash
+	h.SetSeed(a.seed)
+	ip := c.clientAddr().Addr().As16()
+	h.Write(ip[:])
+	h.WriteString(rh.method)
+	h.WriteByte(0)
+	h.WriteString(rh.h.host)
+	h.WriteByte(0)
+	h.WriteString(rh.target)
+	return h.Sum64()
+}
+
+// sameRequest reports whether request rh on c has the identity of e's.
+func sameRequest(c *conn, rh *requestHead, e *exchange) bool {
+	return rh.method == e.head.method && rh.target == e.head.target && rh.h.host == e.head.h.host &&
+		c.clientAddr().Addr() == e.conn.clientAddr().Addr()
 }
 
 // noteRequest links a new request to an earlier 417 of the same request.
@@ -188,10 +205,10 @@ func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 	if len(a.await) == 0 {
 		return
 	}
-	k := a.keyOf(c, e.head)
+	k := a.slotOf(c, e.head)
 	list := a.await[k]
 	for i, orig := range list {
-		if orig == e || !orig.waitingRetry || orig.final.At.After(e.headersEnd) {
+		if orig == e || !orig.waitingRetry || orig.final.At.After(e.headersEnd) || !sameRequest(c, e.head, orig) {
 			continue
 		}
 		orig.retriedBy = e.id
@@ -216,7 +233,7 @@ func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 
 func (a *Analyzer) addAwait(c *conn, e *exchange) {
 	e.waitingRetry = true
-	k := a.keyOf(c, e.head)
+	k := a.slotOf(c, e.head)
 	a.await[k] = append(a.await[k], e)
 	e.awaitSeq = a.awaitBase + len(a.awaitList)
 	a.awaitList = append(a.awaitList, e)
@@ -227,7 +244,7 @@ func (a *Analyzer) addAwait(c *conn, e *exchange) {
 }
 
 func (a *Analyzer) dropAwait(e *exchange) {
-	k := a.keyOf(e.conn, e.head)
+	k := a.slotOf(e.conn, e.head)
 	list := a.await[k]
 	for i, x := range list {
 		if x == e {

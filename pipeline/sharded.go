@@ -568,9 +568,15 @@ func (m *merger) prune() {
 		m.pending = keep
 	}
 	limit := m.maxSeen.Add(-3 * m.window)
+	// The identities of the pending 417s, made once: a scan of pending
+	// per key would cost maxPending hashes for every identity remembered.
+	pending := make(map[retryKey]bool, len(m.pending))
+	for _, r := range m.pending {
+		pending[keyOfRecord(r)] = true
+	}
 	for k, list := range m.cands {
 		i := 0
-		for i < len(list) && list[i].at.Before(limit) && !pendingKey(m.pending, k) {
+		for i < len(list) && list[i].at.Before(limit) && !pending[k] {
 			i++
 		}
 		if i == len(list) {
@@ -611,15 +617,6 @@ func (m *merger) forget(e fifoEntry) {
 	} else {
 		m.cands[e.k] = list
 	}
-}
-
-func pendingKey(p []*analyze.Record, k retryKey) bool {
-	for _, r := range p {
-		if keyOfRecord(r) == k {
-			return true
-		}
-	}
-	return false
 }
 
 // finish links the pending 417s, in the order of their 417, each to the
