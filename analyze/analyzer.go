@@ -133,7 +133,11 @@ const handshakeHuntBudget = 16 << 10
 // Flush ends the analysis: negotiations still waiting for a retry are
 // emitted as never retried. Call it after the assembler's FlushAll.
 func (a *Analyzer) Flush() {
-	for _, e := range a.awaitList {
+	clear(a.await)
+	for i, e := range a.awaitList {
+		// Each exchange is let go as its record is made: the records
+		// need not wait in memory beside all the exchanges.
+		a.awaitList[i] = nil
 		if e != nil && e.waitingRetry {
 			e.waitingRetry = false
 			a.release(e)
@@ -142,7 +146,6 @@ func (a *Analyzer) Flush() {
 	a.awaitBase += len(a.awaitList)
 	a.awaitList = nil
 	a.awaiting = 0
-	clear(a.await)
 }
 
 func (a *Analyzer) tick(at time.Time) {

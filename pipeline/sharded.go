@@ -304,6 +304,10 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	return outcome(res, err)
 }
 
+// recsPerMsg is the most records a worker holds before it sends them to
+// the merger.
+const recsPerMsg = 256
+
 // workerSet is the workers of one sharded run, each with its own
 // assembler and analyzer, and the snapshot of their counts for Progress.
 type workerSet struct {
@@ -318,7 +322,16 @@ func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSe
 	for i := range ws.workers {
 		w := &worker{id: i, out: ws.out, mu: &ws.mu, stats: &ws.stats[i]}
 		cfg := acfg
-		cfg.Emit = func(r *analyze.Record) { w.recs = append(w.recs, r) }
+		cfg.Emit = func(r *analyze.Record) {
+			w.recs = append(w.recs, r)
+			// The final flush decides the records of every connection
+			// still open and every 417 still waiting at once: sent in
+			// parts, they do not all wait in memory for the last one.
+			if len(w.recs) >= recsPerMsg {
+				w.out <- recMsg{worker: w.id, recs: w.recs}
+				w.recs = nil
+			}
+		}
 		w.an = analyze.New(cfg)
 		w.asm = reassembly.NewAssembler(w.an, rcfg)
 		ws.workers[i] = w
