@@ -26,6 +26,11 @@ type Config struct {
 	HuntBudget int64
 	// RetryWindow is how long after a 417 a retry is looked for.
 	RetryWindow time.Duration
+	// MaxAwait bounds the 417 negotiations held while their retry is
+	// looked for (about 1 KiB each, with their exchange): beyond it the
+	// oldest is released as never retried (Stats.RetryWaitsDropped), so
+	// that a flood of 417s costs bounded memory. Zero: DefaultMaxAwait.
+	MaxAwait int
 	// Emit receives each record once it is decided.
 	Emit func(*Record)
 }
@@ -42,6 +47,9 @@ func (c *Config) defaults() {
 	}
 	if c.RetryWindow == 0 {
 		c.RetryWindow = 30 * time.Second
+	}
+	if c.MaxAwait <= 0 {
+		c.MaxAwait = DefaultMaxAwait
 	}
 	if c.Emit == nil {
 		c.Emit = func(*Record) {}
@@ -62,7 +70,7 @@ type Stats struct {
 	Resyncs         uint64 `json:"resyncs"`
 	Tunnels         uint64 `json:"tunnels"`
 	// RetryWaitsDropped counts 417 negotiations released before the end of
-	// their retry window because too many were waiting (maxAwait).
+	// their retry window because too many were waiting (Config.MaxAwait).
 	RetryWaitsDropped uint64 `json:"retry_waits_dropped"`
 }
 
@@ -87,10 +95,8 @@ type Analyzer struct {
 	lastErr   error
 }
 
-// maxAwait bounds the 417 negotiations an Analyzer holds while it looks
-// for their retry: beyond it the oldest is released as never retried
-// (Stats.RetryWaitsDropped), so that a flood of 417s costs bounded memory.
-const maxAwait = 1 << 13
+// DefaultMaxAwait is Config.MaxAwait's default.
+const DefaultMaxAwait = 1 << 13
 
 // New returns an Analyzer.
 func New(cfg Config) *Analyzer {
@@ -157,11 +163,11 @@ func (a *Analyzer) tick(at time.Time) {
 }
 
 // expireAwait releases, oldest first, the waiting negotiations whose
-// retry window has passed, and the oldest beyond maxAwait.
+// retry window has passed, and the oldest beyond Config.MaxAwait.
 func (a *Analyzer) expireAwait() {
 	for len(a.awaitList) > 0 {
 		e := a.awaitList[0]
-		if e != nil && a.awaiting <= maxAwait && a.now.Sub(e.final.At) < a.cfg.RetryWindow {
+		if e != nil && a.awaiting <= a.cfg.MaxAwait && a.now.Sub(e.final.At) < a.cfg.RetryWindow {
 			break
 		}
 		a.awaitList[0] = nil
@@ -170,7 +176,7 @@ func (a *Analyzer) expireAwait() {
 		if e == nil {
 			continue
 		}
-		if a.awaiting > maxAwait {
+		if a.awaiting > a.cfg.MaxAwait {
 			a.stats.RetryWaitsDropped++
 		}
 		a.awaiting--
@@ -241,7 +247,7 @@ func (a *Analyzer) addAwait(c *conn, e *exchange) {
 	e.awaitSeq = a.awaitBase + len(a.awaitList)
 	a.awaitList = append(a.awaitList, e)
 	a.awaiting++
-	if a.awaiting > maxAwait {
+	if a.awaiting > a.cfg.MaxAwait {
 		a.expireAwait()
 	}
 }

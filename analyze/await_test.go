@@ -9,10 +9,10 @@ import (
 )
 
 // TestAwaitBounded: a flood of 417s that are never retried holds at most
-// maxAwait of them; the oldest are released early, counted, and every
+// DefaultMaxAwait of them; the oldest are released early, counted, and every
 // negotiation is still emitted once. A retry of a held one is linked.
 func TestAwaitBounded(t *testing.T) {
-	n := maxAwait + 500
+	n := DefaultMaxAwait + 500
 	seen := map[string]int{}
 	var recs []*Record
 	a := New(Config{Emit: func(r *Record) { seen[r.ID]++; recs = append(recs, r) }})
@@ -32,7 +32,7 @@ func TestAwaitBounded(t *testing.T) {
 	for i := range n {
 		req := fmt.Sprintf("PUT /u/%d HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", i)
 		conn(i, 40000, req, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n", float64(i)*3)
-		if a.awaiting > maxAwait || len(a.awaitList) > maxAwait {
+		if a.awaiting > DefaultMaxAwait || len(a.awaitList) > DefaultMaxAwait {
 			t.Fatalf("after %d: %d waiting, %d slots", i+1, a.awaiting, len(a.awaitList))
 		}
 	}
@@ -40,8 +40,8 @@ func TestAwaitBounded(t *testing.T) {
 	last := n - 1
 	conn(last, 40001, fmt.Sprintf("PUT /u/%d HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello", last), "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", float64(n)*3)
 	a.Flush()
-	if got := a.Stats().RetryWaitsDropped; got != uint64(n-maxAwait) {
-		t.Errorf("RetryWaitsDropped = %d, want %d", got, n-maxAwait)
+	if got := a.Stats().RetryWaitsDropped; got != uint64(n-DefaultMaxAwait) {
+		t.Errorf("RetryWaitsDropped = %d, want %d", got, n-DefaultMaxAwait)
 	}
 	if len(seen) != n || a.awaiting != 0 {
 		t.Fatalf("%d records for %d negotiations, %d still waiting", len(seen), n, a.awaiting)

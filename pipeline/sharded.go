@@ -322,6 +322,7 @@ func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSe
 	for i := range ws.workers {
 		w := &worker{id: i, out: ws.out, mu: &ws.mu, stats: &ws.stats[i]}
 		cfg := acfg
+		cfg.MaxAwait = shareAwait(acfg.MaxAwait, nw)
 		cfg.Emit = func(r *analyze.Record) {
 			w.recs = append(w.recs, r)
 			// The final flush decides the records of every connection
@@ -373,6 +374,17 @@ func shareLimits(rcfg reassembly.Config, nw int) reassembly.Config {
 	rcfg.MaxConns = max(rcfg.MaxConns/nw, 1024)
 	rcfg.MaxBufferedTotal = max(rcfg.MaxBufferedTotal/nw, 1<<20)
 	return rcfg
+}
+
+// shareAwait divides the 417s held for a retry among nw workers, as
+// shareLimits does the reassembly limits: the bound is on the process.
+// The merger still links a 417 a worker released early to a retry it
+// sees within its own bounds (maxCands, maxPending).
+func shareAwait(n, nw int) int {
+	if n <= 0 {
+		n = analyze.DefaultMaxAwait
+	}
+	return max(n/nw, 1024)
 }
 
 // startMerger starts the goroutine that takes the records of nw workers

@@ -1,6 +1,7 @@
 package reassembly
 
 import (
+	"math"
 	"net/netip"
 	"runtime"
 	"testing"
@@ -227,4 +228,26 @@ func BenchmarkInterleaved(b *testing.B) {
 		a.Add(&p.ack)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N), "ns/segment")
+}
+
+// TestMaxConnsFor: the cap that fits a memory limit, one connection per
+// ConnBudget bytes within [1024, DefaultMaxConns].
+func TestMaxConnsFor(t *testing.T) {
+	tests := []struct {
+		limit int64
+		want  int
+	}{
+		{0, DefaultMaxConns},
+		{math.MaxInt64, DefaultMaxConns},
+		{1 << 20, 1024},
+		{80 << 20, 20480},
+		{128 << 20, 32768},
+		{256 << 20, DefaultMaxConns},
+		{1 << 40, DefaultMaxConns},
+	}
+	for _, tt := range tests {
+		if got := MaxConnsFor(tt.limit); got != tt.want {
+			t.Errorf("MaxConnsFor(%d) = %d, want %d", tt.limit, got, tt.want)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -241,7 +242,8 @@ Percentiles are nearest-rank: the value at rank ceil(p/100 x N).
 	f.BoolVar(&o.all, "all", false, "also print exchanges without Expect (e.g. unsolicited 100s)")
 	f.DurationVar(&o.noWaitUnder, "no-wait-under", 10*time.Millisecond, "a body sent this soon after the headers, before any answer, counts as not waiting")
 	f.IntVar(&o.maxHeader, "max-header-bytes", 64<<10, "largest header block parsed; larger is a parse error")
-	f.IntVar(&o.maxConns, "max-conns", reassembly.DefaultMaxConns, "connections tracked at once; beyond it the least recently active is dropped (counted as evicted_conns) and picked up again at its next message")
+	f.IntVar(&o.maxConns, "max-conns", 0, fmt.Sprintf("connections tracked at once; beyond it the least recently active is dropped (counted as evicted_conns) and picked up again at its next message; 0 for one per %d KiB of the memory limit, from 1024 to %d (%d at the default limit, %d without a limit)",
+		reassembly.ConnBudget>>10, reassembly.DefaultMaxConns, reassembly.MaxConnsFor(defaultMemoryLimit), reassembly.DefaultMaxConns))
 	f.IntVar(&o.maxBuffered, "max-buffered-bytes", reassembly.DefaultMaxBufferedTotal, "out-of-order bytes held for all connections; beyond it holes become gaps")
 	f.StringVar(&o.writeFlagged, "write-flagged", "", "write every packet of the connections with a flagged selected negotiation (and of their hops' other legs) to this pcap file (not with stdin)")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr while reading files: auto (when stderr is a terminal), always, never")
@@ -260,8 +262,12 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	if err := o.validate(); err != nil {
 		return err
 	}
-	if o.maxConns <= 0 || o.maxBuffered <= 0 || o.maxHeader <= 0 {
-		return &exitError{exitUsage, fmt.Errorf("--max-conns, --max-buffered-bytes and --max-header-bytes must be positive")}
+	if o.maxConns < 0 || o.maxBuffered <= 0 || o.maxHeader <= 0 {
+		return &exitError{exitUsage, fmt.Errorf("--max-conns must not be negative, --max-buffered-bytes and --max-header-bytes must be positive")}
+	}
+	if o.maxConns == 0 {
+		// The soft limit in force: --memory-limit, GOMEMLIMIT or the default.
+		o.maxConns = reassembly.MaxConnsFor(debug.SetMemoryLimit(-1))
 	}
 	switch o.progress {
 	case "auto", "always", "never":
