@@ -283,8 +283,12 @@ type Assembler struct {
 	bufHead, bufTail *conn
 	// last is the connection of the previous segment: most segments
 	// follow one of the same connection, and comparing the key is
-	// cheaper than hashing it.
-	last *conn
+	// cheaper than hashing it. The key is remembered with the endpoints
+	// it was made from, to skip making it again for the same pair.
+	last             *conn
+	lastSrc, lastDst netip.AddrPort
+	lastKey          connKey
+	lastSrcIsLo      bool
 
 	open     int // connections not closed
 	now      time.Time
@@ -303,11 +307,13 @@ type Assembler struct {
 // NewAssembler returns an assembler that makes a Stream with f for every
 // connection it opens.
 func NewAssembler(f StreamFactory, cfg Config) *Assembler {
-	return &Assembler{
+	a := &Assembler{
 		f:     f,
 		cfg:   cfg.withDefaults(),
 		conns: newConnTable(),
 	}
+	a.lastKey, a.lastSrcIsLo = makeKey(a.lastSrc, a.lastDst) // what the zero endpoints make
+	return a
 }
 
 // Stats returns the counters so far.
@@ -340,7 +346,7 @@ func (a *Assembler) Add(seg *capture.Segment) {
 		a.expireIdle()
 	}
 
-	key, srcIsLo := makeKey(seg.Src, seg.Dst)
+	key, srcIsLo := a.keyOf(seg)
 	syn := seg.Flags&capture.FlagSYN != 0
 	ack := seg.Flags&capture.FlagACK != 0
 	c := a.last
@@ -388,6 +394,20 @@ func (a *Assembler) Add(seg *capture.Segment) {
 	a.last = c
 	a.touch(c)
 	a.segment(c, sideOf(c, srcIsLo), seg)
+}
+
+// keyOf is makeKey(seg.Src, seg.Dst), from the previous segment's when
+// it has the same endpoints, either way round.
+func (a *Assembler) keyOf(seg *capture.Segment) (connKey, bool) {
+	switch {
+	case seg.Src == a.lastSrc && seg.Dst == a.lastDst:
+		return a.lastKey, a.lastSrcIsLo
+	case seg.Src == a.lastDst && seg.Dst == a.lastSrc:
+		return a.lastKey, !a.lastSrcIsLo
+	}
+	k, lo := makeKey(seg.Src, seg.Dst)
+	a.lastSrc, a.lastDst, a.lastKey, a.lastSrcIsLo = seg.Src, seg.Dst, k, lo
+	return k, lo
 }
 
 // deadline is when c idles out, in nanos.

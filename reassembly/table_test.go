@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"testing"
+
+	"github.com/expectscope/expectscope/capture"
 )
 
 // TestConnTable checks the index against a map through random puts and
@@ -88,6 +90,22 @@ func TestMakeKey(t *testing.T) {
 		}
 		if tt.same && lo1 == lo2 {
 			t.Errorf("%s: both directions are the lo side", tt.name)
+		}
+	}
+}
+
+// TestKeyOfRemembers: the key remembered from the previous segment is
+// the one makeKey gives, for the same endpoints either way round, new
+// ones, and the zero endpoints of a clock tick.
+func TestKeyOfRemembers(t *testing.T) {
+	other := netip.MustParseAddrPort("10.0.0.3:40001")
+	var zero netip.AddrPort
+	a := NewAssembler(&countFactory{}, Config{})
+	for i, p := range [][2]netip.AddrPort{{zero, zero}, {cli, srv}, {cli, srv}, {srv, cli}, {other, srv}, {srv, cli}, {zero, zero}, {srv, srv}} {
+		k, lo := a.keyOf(&capture.Segment{Src: p[0], Dst: p[1]})
+		wk, wlo := makeKey(p[0], p[1])
+		if k != wk || lo != wlo {
+			t.Errorf("segment %d %v -> %v: key %v lo %v, want %v %v", i, p[0], p[1], k, lo, wk, wlo)
 		}
 	}
 }
