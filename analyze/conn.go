@@ -185,6 +185,11 @@ func (c *conn) Data(side reassembly.Side, b []byte, at time.Time) {
 		return
 	}
 	c.sawData = true
+	if c.p == nil && (c.parkedState[side] == stDead || c.parkedState[side] == stTunnel) {
+		// Bytes on a side given up (not HTTP) or tunnelled are ignored
+		// (the parsers return at once): no need to unpark for them.
+		return
+	}
 	c.parser()
 	defer c.park()
 	if !c.rolesKnown {
@@ -259,7 +264,7 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 	// chunks: short on bytes that are not HTTP (bodies, TLS), and so is
 	// what a connection picked up mid-stream holds while it hunts.
 	data = data[huntTail(data, wantReq):]
-	if cap(d.buf) > 2*len(data)+64 {
+	if cap(d.buf) > 4<<10 && cap(d.buf) > 4*len(data) {
 		d.buf = make([]byte, 0, len(data))
 	}
 	d.buf = append(d.buf[:0], data...)
@@ -716,14 +721,17 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 
 func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
 	c.a.tick(at)
-	d := &c.parser().dirs[side]
-	defer c.park()
 	if c.ended(side).IsZero() {
 		if c.ends == nil {
 			c.ends = new([2]time.Time)
 		}
 		c.ends[side] = at
 	}
+	if c.p == nil {
+		return // parked: no exchange open, nothing pending (see park)
+	}
+	defer c.park()
+	d := &c.p.dirs[side]
 	if !c.rolesKnown {
 		return
 	}
