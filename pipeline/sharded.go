@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -471,11 +472,12 @@ func keyOfRecord(r *analyze.Record) retryKey {
 // to be the retry of a 417 another worker saw: not the record, which is
 // emitted at once and may be large.
 type retryCand struct {
-	at       time.Time // the request's headers end
+	at       int64 // the request's headers end, Unix nanoseconds
+	key      retryKey
 	id       string
+	rec      *analyze.Record // set while the record itself is held (a pending 417)
 	noExpect bool
 	linked   bool
-	rec      *analyze.Record // set while the record itself is held (a pending 417)
 }
 
 // merger emits the workers' records and links 417s to retries that
@@ -497,21 +499,16 @@ type merger struct {
 	adds    int
 	// fifo bounds cands: the oldest candidates are forgotten beyond
 	// maxCands (a flood of requests degrades cross-worker linking, not memory).
-	fifo []fifoEntry
+	fifo []*retryCand
 }
 
-type fifoEntry struct {
-	k retryKey
-	c *retryCand
-}
-
-// maxCands bounds the retry candidates the merger remembers (about 100
-// bytes each), and maxPending the 417s it holds for a retry in another
+// maxCands bounds the retry candidates the merger remembers (about 90
+// bytes each, 6 MiB in all), and maxPending the 417s it holds for a retry in another
 // worker: beyond it the older half is linked with the candidates seen so
 // far and emitted (a flood of 417s degrades cross-worker linking, not
 // memory).
 const (
-	maxCands   = 1 << 17
+	maxCands   = 1 << 16
 	maxPending = 1 << 13
 )
 
@@ -540,15 +537,15 @@ func (m *merger) add(r *analyze.Record) {
 	pending := unretried417(r)
 	if r.RetryOf == nil {
 		k := keyOfRecord(r)
-		c := &retryCand{at: r.HeadersEndAt, id: r.ID, noExpect: r.Request.Expect == ""}
+		c := &retryCand{at: r.HeadersEndAt.UnixNano(), key: k, id: r.ID, noExpect: r.Request.Expect == ""}
 		if pending {
 			c.rec = r
 		}
 		m.cands[k] = append(m.cands[k], c)
-		m.fifo = append(m.fifo, fifoEntry{k, c})
+		m.fifo = append(m.fifo, c)
 		if len(m.fifo) > maxCands {
 			m.forget(m.fifo[0])
-			m.fifo[0] = fifoEntry{}
+			m.fifo[0] = nil
 			m.fifo = m.fifo[1:]
 		}
 	}
@@ -601,7 +598,7 @@ func (m *merger) prune() {
 	}
 	for k, list := range m.cands {
 		i := 0
-		for i < len(list) && list[i].at.Before(limit) && !pending[k] {
+		for i < len(list) && list[i].at < limit.UnixNano() && !pending[k] {
 			i++
 		}
 		if i == len(list) {
@@ -632,15 +629,15 @@ func (m *merger) resolveOldest(n int) {
 	m.pending = keep
 }
 
-func (m *merger) forget(e fifoEntry) {
-	list := m.cands[e.k]
-	if i := slices.Index(list, e.c); i >= 0 {
+func (m *merger) forget(c *retryCand) {
+	list := m.cands[c.key]
+	if i := slices.Index(list, c); i >= 0 {
 		list = slices.Delete(list, i, i+1)
 	}
 	if len(list) == 0 {
-		delete(m.cands, e.k)
+		delete(m.cands, c.key)
 	} else {
-		m.cands[e.k] = list
+		m.cands[c.key] = list
 	}
 }
 
@@ -653,7 +650,7 @@ func (m *merger) finish() {
 
 func (m *merger) resolve() {
 	byTime := func(a, b *retryCand) int {
-		if c := a.at.Compare(b.at); c != 0 {
+		if c := cmp.Compare(a.at, b.at); c != 0 {
 			return c
 		}
 		return strings.Compare(a.id, b.id)
@@ -672,7 +669,7 @@ func (m *merger) resolve() {
 	}
 	for _, orig := range m.pending {
 		for _, c := range m.cands[keyOfRecord(orig)] {
-			if c.id == orig.ID || c.linked || c.at.Before(orig.Final.At) || c.at.Sub(orig.Final.At) >= m.window {
+			if final := orig.Final.At.UnixNano(); c.id == orig.ID || c.linked || c.at < final || c.at-final >= int64(m.window) {
 				continue
 			}
 			link(orig, c)
