@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 )
 
 // TestChunkerGuess: Guess finds the first record that starts in each
@@ -60,28 +61,19 @@ func TestChunkerGuess(t *testing.T) {
 // is made of bytes that look like record headers as little as real data
 // does, and the offsets of its records.
 func guessPcap(order binary.AppendByteOrder, nano bool, sec0 uint32) ([]byte, []int) {
-	magic := uint32(0xa1b2c3d4)
-	if nano {
-		magic = 0xa1b23c4d
-	}
-	b := order.AppendUint32(nil, magic)
-	b = order.AppendUint16(b, 2)
-	b = order.AppendUint16(b, 4)
-	b = order.AppendUint32(b, 0)
-	b = order.AppendUint32(b, 0)
-	b = order.AppendUint32(b, 65535)
-	b = order.AppendUint32(b, 1) // Ethernet
+	var recs []rec
 	var starts []int
+	off := 24
 	for i := range 2000 {
-		starts = append(starts, len(b))
 		n := 40 + (i*7919)%1500
-		b = order.AppendUint32(b, sec0+uint32(i/100))
-		b = order.AppendUint32(b, uint32(i*337)%1000)
-		b = order.AppendUint32(b, uint32(n))
-		b = order.AppendUint32(b, uint32(n))
-		for j := range n {
-			b = append(b, byte(i*31+j*17))
+		data := make([]byte, n)
+		for j := range data {
+			data[j] = byte(i*31 + j*17)
 		}
+		ts := time.Unix(int64(sec0)+int64(i/100), int64(i*337%1000)*1000)
+		recs = append(recs, rec{ts: ts, data: data})
+		starts = append(starts, off)
+		off += 16 + n
 	}
-	return b, starts
+	return pcapFile(order, nano, LinkEthernet, recs), starts
 }

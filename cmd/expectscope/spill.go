@@ -445,14 +445,16 @@ var errStop = errors.New("stop")
 // be called again for another pass.
 func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Record) error) error {
 	var rl analyze.RetryLinks // see analyze.RetryLinks: retries seen by another worker
+	visit := func(r *analyze.Record) error {
+		if p := patched[r.ID]; p != nil {
+			r = p
+		}
+		rl.Complete(r)
+		return fn(r)
+	}
 	if s.held {
 		for _, e := range s.entries {
-			r := e.rec
-			if p := patched[r.ID]; p != nil {
-				r = p
-			}
-			rl.Complete(r)
-			if err := fn(r); err != nil {
+			if err := visit(e.rec); err != nil {
 				if err == errStop {
 					return nil
 				}
@@ -474,12 +476,7 @@ func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Reco
 	heap.Init(&h)
 	for h.Len() > 0 {
 		rr := h[0]
-		r := rr.cur
-		if p := patched[r.ID]; p != nil {
-			r = p
-		}
-		rl.Complete(r)
-		if err := fn(r); err != nil {
+		if err := visit(rr.cur); err != nil {
 			if err == errStop {
 				return nil
 			}
