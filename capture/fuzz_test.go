@@ -12,16 +12,30 @@ import (
 
 // realPrefix returns the first n decompressed bytes of a test capture.
 func realPrefix(f *testing.F, name string, n int64) []byte {
-	fh, err := os.Open(filepath.Join("..", "testdata", name))
+	return gunzipFile(f, filepath.Join("..", "testdata", name), n)
+}
+
+// gunzipFile returns the first n (all if n < 0) decompressed bytes of a
+// gzipped file.
+func gunzipFile(tb testing.TB, path string, n int64) []byte {
+	tb.Helper()
+	fh, err := os.Open(path)
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer fh.Close()
 	zr, err := gzip.NewReader(fh)
 	if err != nil {
-		f.Fatal(err)
+		tb.Fatal(err)
 	}
-	b, _ := io.ReadAll(io.LimitReader(zr, n))
+	var r io.Reader = zr
+	if n >= 0 {
+		r = io.LimitReader(zr, n)
+	}
+	b, err := io.ReadAll(r)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	return b
 }
 

@@ -2,7 +2,6 @@ package capture
 
 import (
 	"bytes"
-	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -378,19 +377,7 @@ func TestMappedNgTestdata(t *testing.T) {
 	}
 	for _, f := range files {
 		t.Run(filepath.Base(f), func(t *testing.T) {
-			fh, err := os.Open(f)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer fh.Close()
-			zr, err := gzip.NewReader(fh)
-			if err != nil {
-				t.Fatal(err)
-			}
-			data, err := io.ReadAll(zr)
-			if err != nil {
-				t.Fatal(err)
-			}
+			data := gunzipFile(t, f, -1)
 			checkNgSame(t, data, 0)
 			checkNgSame(t, data[:len(data)*2/3], 0)
 		})
