@@ -111,6 +111,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	userEmit := acfg.Emit
 	acfg.All = true // plain exchanges are retry candidates for the merger
 	rcfg := shareLimits(opt.Reassembly, nw)
+	sh := shardingFor(rcfg, nw)
 	rcfg.StablePayloads = true // frames stay valid until src is closed
 
 	nb := mappedBatches * nw
@@ -143,7 +144,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 			debug.SetPanicOnFault(true) // a mapped file cut short under us faults: recovered as an error
 			defer dwg.Done()
 			for b := range decodeCh {
-				decodeBatch(d, b, nw, func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) })
+				decodeBatch(d, b, sh, func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) })
 				close(b.decoded)
 			}
 		}()
@@ -161,7 +162,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 		if i == 0 {
 			fd = decs[nw]
 		}
-		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, fd, nw) }()
+		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, fd, sh) }()
 	}
 
 	mergeDone := make(chan struct{})
@@ -250,7 +251,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 
 // decodeBatch decodes the frames of b into its shards. A panic (a bug in
 // a decoder) is reported, and b still counts as decoded.
-func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
+func decodeBatch(d *decoderState, b *fbatch, sh sharding, fail func(error)) {
 	defer func() {
 		if p := recover(); p != nil {
 			fail(recovered(p, "decoding packets %d-%d", b.base+1, b.base+uint64(len(b.frames))))
@@ -273,14 +274,14 @@ func decodeBatch(d *decoderState, b *fbatch, nw int, fail func(error)) {
 		if seg.Time.After(b.maxT) {
 			b.maxT = seg.Time
 		}
-		k := shardOf(seg.Src, seg.Dst, nw)
+		k := sh.of(seg.Src, seg.Dst)
 		b.subs[k] = append(b.subs[k], uint32(len(b.segs)-1))
 	}
 }
 
 // decodeDeferred decodes the deferred frames of b, in order, with the one
 // decoder that sees them all (worker 0's).
-func decodeDeferred(d *decoderState, b *fbatch, nw int) {
+func decodeDeferred(d *decoderState, b *fbatch, sh sharding) {
 	defer close(b.fragged)
 	var seg capture.Segment
 	for _, i := range b.deferred {
@@ -293,14 +294,14 @@ func decodeDeferred(d *decoderState, b *fbatch, nw int) {
 		if seg.Time.After(b.fragMax) {
 			b.fragMax = seg.Time
 		}
-		k := shardOf(seg.Src, seg.Dst, nw)
+		k := sh.of(seg.Src, seg.Dst)
 		b.frag[k] = append(b.frag[k], seg)
 	}
 }
 
 // runMapped is a worker's loop on the mapped path; fd is the fragment
 // decoder (worker 0 only).
-func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoderState, nw int) {
+func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoderState, sh sharding) {
 	var perr error
 	defer func() {
 		if p := recover(); p != nil {
@@ -334,7 +335,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 		var frag []capture.Segment
 		if len(b.deferred) > 0 {
 			if fd != nil {
-				decodeDeferred(fd, b, nw)
+				decodeDeferred(fd, b, sh)
 			} else {
 				<-b.fragged
 			}
@@ -418,6 +419,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	userEmit := acfg.Emit
 	acfg.All = true // plain exchanges are retry candidates for the merger
 	rcfg := shareLimits(opt.Reassembly, nw)
+	sh := shardingFor(rcfg, nw)
 	rcfg.StablePayloads = true // frames stay valid until src is closed
 
 	nb := mappedBatches * nw
@@ -454,7 +456,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 			return
 		}
 		b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames)
-		decodeBatch(b.ds, b, nw, fail)
+		decodeBatch(b.ds, b, sh, fail)
 	}
 	decodeCh := make(chan *fbatch, nb)
 	var dwg sync.WaitGroup
@@ -486,7 +488,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 		w := workers[i]
 		ins[i] = make(chan *fbatch, nb)
 		wg.Add(1)
-		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, nil, nw) }()
+		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, nil, sh) }()
 	}
 	mergeDone := make(chan struct{})
 	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
@@ -548,7 +550,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 			res.Capture = addCapture(res.Capture, b.ds.dec.Stats())
 			see(res, b.ds)
 			if len(b.deferred) > 0 {
-				decodeDeferred(fd, b, nw)
+				decodeDeferred(fd, b, sh)
 			}
 			b.pktOff = packets
 			packets += uint64(len(b.frames))

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"cmp"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -90,32 +89,18 @@ func (b *batch) add(seg *capture.Segment) bool {
 	return true
 }
 
-// shardOf is a symmetric hash of the 4-tuple: both directions of a
-// connection map to the same shard. It depends on the addresses alone,
-// so the assignment is the same on every run.
-func shardOf(src, dst netip.AddrPort, n int) int {
-	h := foldAP(src) + foldAP(dst) // the same both ways
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 29
-	return int(((h >> 32) * uint64(n)) >> 32) // the top half scaled to [0, n): no division
+// sharding gives each worker whole shards of the reassembly's (see
+// reassembly.Shards): both directions of a connection go to one worker,
+// and each worker's Assembler, given the whole Config, evicts exactly the
+// connections one Assembler would.
+type sharding struct{ shards, workers int }
+
+func shardingFor(rcfg reassembly.Config, nw int) sharding {
+	return sharding{reassembly.Shards(rcfg.MaxConns), nw}
 }
 
-// foldAP folds an endpoint into 64 bits; shardOf mixes the sum. An IPv4
-// address is read as 4 bytes: going through As16 cost a store-forwarding
-// stall per packet.
-func foldAP(ap netip.AddrPort) uint64 {
-	a := ap.Addr()
-	var h uint64
-	if a.Is4() {
-		b := a.As4()
-		h = uint64(binary.LittleEndian.Uint32(b[:]))
-	} else {
-		b := a.As16()
-		h = binary.LittleEndian.Uint64(b[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(b[8:])
-	}
-	return h*0x9e3779b97f4a7c15 ^ uint64(ap.Port())<<7
+func (s sharding) of(src, dst netip.AddrPort) int {
+	return reassembly.ShardOf(src, dst, s.shards) % s.workers
 }
 
 // recMsg carries a worker's records (and, when done, its final state) to
@@ -205,6 +190,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	userEmit := acfg.Emit
 	acfg.All = true // plain exchanges are retry candidates for the merger
 	rcfg := shareLimits(opt.Reassembly, nw)
+	sh := shardingFor(rcfg, nw)
 
 	ws := newWorkerSet(nw, acfg, rcfg)
 	out, workers := ws.out, ws.workers
@@ -273,7 +259,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 			if res.First.IsZero() || seg.Time.Before(res.First) {
 				res.First = seg.Time
 			}
-			i := shardOf(seg.Src, seg.Dst, nw)
+			i := sh.of(seg.Src, seg.Dst)
 			if !cur[i].add(seg) {
 				send(i, last)
 				cur[i].add(seg)
@@ -372,7 +358,7 @@ func shareLimits(rcfg reassembly.Config, nw int) reassembly.Config {
 	if rcfg.MaxBufferedTotal <= 0 {
 		rcfg.MaxBufferedTotal = reassembly.DefaultMaxBufferedTotal
 	}
-	rcfg.MaxConns = max(rcfg.MaxConns/nw, 1024)
+	// MaxConns stays whole: each Assembler caps its shards only.
 	rcfg.MaxBufferedTotal = max(rcfg.MaxBufferedTotal/nw, 1<<20)
 	return rcfg
 }

@@ -2,6 +2,7 @@ package reassembly
 
 import (
 	"bytes"
+	"encoding/binary"
 	"hash/crc32"
 	"math"
 	"net/netip"
@@ -220,6 +221,7 @@ type conn struct {
 	key          connKey
 	stream       Stream // nil once closed
 	prev, next   *conn  // activity list, least recent first
+	sprev, snext *conn  // the same, within its shard (see Shards)
 	bprev, bnext *conn  // list of connections holding buffers
 	lastSeen     int64  // nanos
 	synTime      int64  // nanos
@@ -233,6 +235,7 @@ type conn struct {
 	hs        uint8
 	closed    bool
 	inBufList bool
+	shard     uint8
 }
 
 // Assembler rebuilds TCP streams from segments. It is not safe for
@@ -281,6 +284,9 @@ type Assembler struct {
 
 	lruHead, lruTail *conn
 	bufHead, bufTail *conn
+	// shards are the per-shard activity lists, counts and caps (see
+	// Shards).
+	shards []shardList
 	// last is the connection of the previous segment: most segments
 	// follow one of the same connection, and comparing the key is
 	// cheaper than hashing it. The key is remembered with the endpoints
@@ -311,6 +317,13 @@ func NewAssembler(f StreamFactory, cfg Config) *Assembler {
 		f:     f,
 		cfg:   cfg.withDefaults(),
 		conns: newConnTable(),
+	}
+	a.shards = make([]shardList, Shards(a.cfg.MaxConns))
+	for i := range a.shards { // MaxConns in all
+		a.shards[i].cap = a.cfg.MaxConns / len(a.shards)
+		if i < a.cfg.MaxConns%len(a.shards) {
+			a.shards[i].cap++
+		}
 	}
 	a.lastKey, a.lastSrcIsLo = makeKey(a.lastSrc, a.lastDst) // what the zero endpoints make
 	return a
@@ -425,8 +438,9 @@ func sideOf(c *conn, srcIsLo bool) Side {
 }
 
 func (a *Assembler) openConn(key connKey, srcIsLo bool, seg *capture.Segment) *conn {
-	for a.conns.len() >= a.cfg.MaxConns && a.lruHead != nil {
-		v := a.lruHead
+	sh := ShardOf(seg.Src, seg.Dst, len(a.shards))
+	for a.shards[sh].n >= a.shards[sh].cap && a.shards[sh].head != nil {
+		v := a.shards[sh].head
 		if !v.closed {
 			a.flushConn(v, a.now)
 			if !v.closed {
@@ -438,7 +452,7 @@ func (a *Assembler) openConn(key connKey, srcIsLo bool, seg *capture.Segment) *c
 	}
 	syn := seg.Flags&capture.FlagSYN != 0
 	ack := seg.Flags&capture.FlagACK != 0
-	c := &conn{key: key, firstPacket: seg.Packet, order: a.order}
+	c := &conn{key: key, firstPacket: seg.Packet, order: a.order, shard: uint8(sh)}
 	a.order++
 	info := ConnInfo{FirstSeen: seg.Time, FirstPacket: seg.Packet}
 	if syn && ack {
@@ -841,6 +855,7 @@ func (a *Assembler) remove(c *conn) {
 	}
 	a.conns.remove(c)
 	a.lruUnlink(c)
+	a.shards[c.shard].unlink(c)
 	if a.last == c {
 		a.last = nil
 	}
@@ -910,6 +925,7 @@ func (a *Assembler) touch(c *conn) {
 	if a.lruTail == c {
 		return
 	}
+	a.shards[c.shard].moveToTail(c)
 	if c.prev != nil || a.lruHead == c {
 		a.lruUnlink(c)
 	}
@@ -1206,3 +1222,87 @@ func (nopStream) Data(Side, []byte, time.Time)   {}
 func (nopStream) Gap(Side, int64, time.Time)     {}
 func (nopStream) End(Side, EndReason, time.Time) {}
 func (nopStream) Close(EndReason, time.Time)     {}
+
+// Shards is the number of shards MaxConns is split into: a connection
+// belongs to shard ShardOf(its endpoints, Shards(MaxConns)), and each
+// shard holds at most its part of MaxConns (MaxConns/Shards, one more for
+// the first MaxConns%Shards), evicting its own least recently active one. A pipeline that gives each worker whole shards
+// (ShardOf(a, b, Shards(MaxConns)) % workers) and every worker the same
+// Config then evicts the very connections a single Assembler would: the
+// output does not depend on the number of workers. Shards hold at least
+// 256 connections (fewer shards for a small MaxConns), so that the cap is
+// reached about when MaxConns connections are open.
+func Shards(maxConns int) int {
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	return min(max(maxConns/256, 1), 64)
+}
+
+// ShardOf returns the shard, in [0, n), of the connection between a and b
+// (either way round).
+func ShardOf(a, b netip.AddrPort, n int) int {
+	h := foldAP(a) + foldAP(b) // the same both ways
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 29
+	return int(((h >> 32) * uint64(n)) >> 32) // the top half scaled to [0, n): no division
+}
+
+// foldAP folds an endpoint into 64 bits; ShardOf mixes the sum. An IPv4
+// address is read as 4 bytes: going through As16 cost a store-forwarding
+// stall per packet.
+func foldAP(ap netip.AddrPort) uint64 {
+	a := ap.Addr()
+	var h uint64
+	if a.Is4() {
+		b := a.As4()
+		h = uint64(binary.LittleEndian.Uint32(b[:]))
+	} else {
+		b := a.As16()
+		h = binary.LittleEndian.Uint64(b[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(b[8:])
+	}
+	return h*0x9e3779b97f4a7c15 ^ uint64(ap.Port())<<7
+}
+
+// shardList is a shard's activity list, least recent first, and how
+// many connections it may hold.
+type shardList struct {
+	head, tail *conn
+	n, cap     int
+}
+
+func (l *shardList) moveToTail(c *conn) {
+	if l.tail == c {
+		return
+	}
+	l.unlink(c)
+	c.sprev, c.snext = l.tail, nil
+	if l.tail != nil {
+		l.tail.snext = c
+	} else {
+		l.head = c
+	}
+	l.tail = c
+	l.n++
+}
+
+// unlink takes c out of the list, if it is in it.
+func (l *shardList) unlink(c *conn) {
+	if c.sprev == nil && l.head != c {
+		return
+	}
+	if c.sprev != nil {
+		c.sprev.snext = c.snext
+	} else {
+		l.head = c.snext
+	}
+	if c.snext != nil {
+		c.snext.sprev = c.sprev
+	} else {
+		l.tail = c.sprev
+	}
+	c.sprev, c.snext = nil, nil
+	l.n--
+}

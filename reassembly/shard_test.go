@@ -1,4 +1,4 @@
-package pipeline
+package reassembly
 
 import (
 	"math/rand/v2"
@@ -34,11 +34,11 @@ func TestShardOf(t *testing.T) {
 			count := make([]int, n)
 			for range conns {
 				s, d := c.src(), c.dst()
-				k := shardOf(s, d, n)
+				k := ShardOf(s, d, n)
 				if k < 0 || k >= n {
 					t.Fatalf("%s: shard %d of %d", c.name, k, n)
 				}
-				if back := shardOf(d, s, n); back != k {
+				if back := ShardOf(d, s, n); back != k {
 					t.Fatalf("%s: %v->%v in shard %d, back in %d", c.name, s, d, k, back)
 				}
 				count[k]++
