@@ -14,8 +14,8 @@ import (
 )
 
 // Defaults for the zero fields of Config. They keep the assembler's own
-// memory well under 100 MiB: connection state is 208 bytes plus at most
-// 21 for its index (TestConnMemory), so DefaultMaxConns costs about 15 MiB
+// memory well under 100 MiB: connection state is 232 bytes plus at most
+// 21 for its index (TestConnMemory), so DefaultMaxConns costs about 16 MiB
 // plus the streams at worst, and out-of-order buffers are capped by
 // DefaultMaxBufferedTotal (plus at most 4 MiB of pooled free buffers).
 const (
@@ -26,7 +26,7 @@ const (
 )
 
 // ConnBudget is the memory a tracked connection is allowed, for
-// MaxConnsFor: one costs 350 bytes while it idles (its state here and in
+// MaxConnsFor: one costs 380 bytes while it idles (its state here and in
 // the analysis, TestConnMemory) but about 3 KiB while it carries an
 // exchange (parser state, request, the record on its way out), so with
 // one connection per ConnBudget bytes even all of them busy at once take
