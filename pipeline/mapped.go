@@ -151,19 +151,9 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	}
 
 	ws := newWorkerSet(nw, acfg, rcfg)
-	out, workers := ws.out, ws.workers
-	ins := make([]chan *fbatch, nw)
+	out := ws.out
 	var wg sync.WaitGroup
-	for i := range workers {
-		w := workers[i]
-		ins[i] = make(chan *fbatch, nb)
-		wg.Add(1)
-		var fd *decoderState
-		if i == 0 {
-			fd = decs[nw]
-		}
-		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, fd, sh) }()
-	}
+	ins := startMapped(ws.workers, &wg, nb, release, decs[nw], sh)
 
 	mergeDone := make(chan struct{})
 	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
@@ -355,13 +345,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 				j++
 			}
 			s.Packet += b.pktOff
-			w.asm.Add(s)
-			if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
-				w.lastParseErr = pe
-				if w.an.Stats().ParseErrors <= 10 {
-					w.warns = append(w.warns, pe)
-				}
-			}
+			w.feed(s)
 		}
 		if b.maxT.After(w.now) {
 			w.now = b.maxT
@@ -371,15 +355,25 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 			w.asm.Add(&tick)
 		}
 		release(b)
-		if len(w.recs) > 0 || len(w.warns) > 0 {
-			w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns}
-			w.recs, w.warns = nil, nil
-		}
-		st := w.an.Stats()
-		w.mu.Lock()
-		*w.stats = st
-		w.mu.Unlock()
+		w.handOver()
 	}
+}
+
+// startMapped starts each worker's runMapped on a channel of nb batches;
+// worker 0 decodes IPv4 fragments with fd (nil: the batches come with
+// them decoded).
+func startMapped(workers []*worker, wg *sync.WaitGroup, nb int, release func(*fbatch), fd *decoderState, sh sharding) []chan *fbatch {
+	ins := make([]chan *fbatch, len(workers))
+	for i, w := range workers {
+		ins[i] = make(chan *fbatch, nb)
+		var wfd *decoderState
+		if i == 0 {
+			wfd = fd
+		}
+		wg.Add(1)
+		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, wfd, sh) }()
+	}
+	return ins
 }
 
 func addCapture(a, b capture.Stats) capture.Stats {
@@ -481,15 +475,9 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	}
 
 	ws := newWorkerSet(nw, acfg, rcfg)
-	out, workers := ws.out, ws.workers
-	ins := make([]chan *fbatch, nw)
+	out := ws.out
 	var wg sync.WaitGroup
-	for i := range workers {
-		w := workers[i]
-		ins[i] = make(chan *fbatch, nb)
-		wg.Add(1)
-		go func() { debug.SetPanicOnFault(true); defer wg.Done(); w.runMapped(ins[i], release, nil, sh) }()
-	}
+	ins := startMapped(ws.workers, &wg, nb, release, nil, sh)
 	mergeDone := make(chan struct{})
 	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
 

@@ -132,6 +132,30 @@ type worker struct {
 	stats *analyze.Stats
 }
 
+// feed adds one segment, keeping the first parse errors as warnings.
+func (w *worker) feed(s *capture.Segment) {
+	w.asm.Add(s)
+	if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
+		w.lastParseErr = pe
+		if w.an.Stats().ParseErrors <= 10 {
+			w.warns = append(w.warns, pe)
+		}
+	}
+}
+
+// handOver sends the records and warnings made since the last batch to
+// the merger, and snapshots the counters for Progress.
+func (w *worker) handOver() {
+	if len(w.recs) > 0 || len(w.warns) > 0 {
+		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns}
+		w.recs, w.warns = nil, nil
+	}
+	st := w.an.Stats()
+	w.mu.Lock()
+	*w.stats = st
+	w.mu.Unlock()
+}
+
 func (w *worker) run(last *time.Time) {
 	var perr error
 	defer func() {
@@ -157,13 +181,7 @@ func (w *worker) run(last *time.Time) {
 	for b := range w.in {
 		for i := range b.segs {
 			s := &b.segs[i]
-			w.asm.Add(s)
-			if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
-				w.lastParseErr = pe
-				if w.an.Stats().ParseErrors <= 10 {
-					w.warns = append(w.warns, pe)
-				}
-			}
+			w.feed(s)
 		}
 		if b.now.After(w.now) {
 			w.now = b.now
@@ -172,14 +190,7 @@ func (w *worker) run(last *time.Time) {
 		}
 		b.reset()
 		w.free <- b
-		if len(w.recs) > 0 || len(w.warns) > 0 {
-			w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns}
-			w.recs, w.warns = nil, nil
-		}
-		st := w.an.Stats()
-		w.mu.Lock()
-		*w.stats = st
-		w.mu.Unlock()
+		w.handOver()
 	}
 }
 
