@@ -122,7 +122,9 @@ func openPacketSocket(opt LiveOptions) (*packetSocket, LinkType, bool, error) {
 		}
 		// Flow hash (symmetric: both directions of a connection go to
 		// the same socket), IPv4 fragments reassembled before hashing.
-		v := opt.Fanout&0xffff | (unix.PACKET_FANOUT_HASH|unix.PACKET_FANOUT_FLAG_DEFRAG)<<16
+		// The option is a C int: the flag sets its top bit (kept as a
+		// 32-bit pattern so that 32-bit platforms build too).
+		v := int(int32(uint32(opt.Fanout&0xffff) | uint32(unix.PACKET_FANOUT_HASH|unix.PACKET_FANOUT_FLAG_DEFRAG)<<16))
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_FANOUT, v); err != nil {
 			return fail(fmt.Sprintf("joining fanout group %d (every member must use the same interface and mode)", opt.Fanout), err)
 		}

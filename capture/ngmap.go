@@ -452,6 +452,7 @@ func (c *ngCursor) next(maxPacket int) (data []byte, ts time.Time, wire int, lin
 	if err := c.discard(int(c.left)); err != nil {
 		return nil, ts, 0, 0, ngErr(err)
 	}
+	prefetchRecord(c.m, c.pos)
 	if len(data) > maxPacket {
 		return nil, ts, 0, 0, fmt.Errorf("%w: record length %d exceeds %d", ErrCorrupt, len(data), maxPacket)
 	}
@@ -601,7 +602,7 @@ func (c *Chunker) plausibleNg(p int, big bool) bool {
 	return true
 }
 
-func (c *Chunker) frameNg(i int, start int64, dst []Frame) ([]Frame, int64, error) {
+func (c *Chunker) frameNg(i int, start int64, dst []Frame, each func(int, *Frame)) ([]Frame, int64, error) {
 	lo, hi := c.bounds(i)
 	st := c.ng.first
 	if i > 0 {
@@ -631,6 +632,9 @@ func (c *Chunker) frameNg(i int, start int64, dst []Frame) ([]Frame, int64, erro
 		switch err {
 		case nil:
 			dst = append(dst, Frame{Data: data, Time: ts, WireLen: wire, Link: link})
+			if each != nil {
+				each(len(dst)-1, &dst[len(dst)-1])
+			}
 		case io.EOF:
 			return dst, int64(len(c.mm.m)), nil
 		case errNgLimit:

@@ -410,7 +410,7 @@ func chunkFrames(t testing.TB, path string, size int, guess func(c *Chunker, i i
 		g := guess(ch, i)
 		got[i].start = g
 		if g >= 0 {
-			got[i].frames, got[i].end, got[i].err = ch.Frame(i, g, nil)
+			got[i].frames, got[i].end, got[i].err = ch.Frame(i, g, nil, nil)
 		}
 	}
 	var out []string
@@ -419,7 +419,7 @@ func chunkFrames(t testing.TB, path string, size int, guess func(c *Chunker, i i
 	for i := range ch.Len() {
 		f := got[i]
 		if !ch.Follows(i, f.start, want) {
-			f.frames, f.end, f.err = ch.Frame(i, want, nil)
+			f.frames, f.end, f.err = ch.Frame(i, want, nil, nil)
 		}
 		for _, fr := range f.frames {
 			out = append(out, fmt.Sprintf("%d %v %d %d %x", n, fr.Time, fr.WireLen, fr.Link, fr.Data))
@@ -598,7 +598,7 @@ func BenchmarkFrameMapped(b *testing.B) {
 				ch := src.(*fileSource).Chunker(512 << 10)
 				n := 0
 				for i := range ch.Len() {
-					frames, _, _ = ch.Frame(i, ch.Guess(i), frames[:0])
+					frames, _, _ = ch.Frame(i, ch.Guess(i), frames[:0], nil)
 					n += len(frames)
 				}
 				src.Close()

@@ -248,25 +248,30 @@ func decodeBatch(d *decoderState, b *fbatch, sh sharding, fail func(error)) {
 		}
 	}()
 	for i := range b.frames {
-		b.segs = append(b.segs, capture.Segment{})
-		seg := &b.segs[len(b.segs)-1]
-		ok, deferred := d.dec.DecodeFrame(&b.frames[i], b.base+uint64(i)+1, seg, false)
-		if deferred || !ok {
-			*seg = capture.Segment{}
-			b.segs = b.segs[:len(b.segs)-1]
-			if deferred {
-				b.deferred = append(b.deferred, i)
-			}
-			continue
-		}
-		seg.Raw = nil // frames are not needed past the decoder
-		d.see(seg.Time)
-		if seg.Time.After(b.maxT) {
-			b.maxT = seg.Time
-		}
-		k := sh.of(seg.Src, seg.Dst)
-		b.subs[k] = append(b.subs[k], uint32(len(b.segs)-1))
+		decodeFrame(d, b, sh, i, &b.frames[i])
 	}
+}
+
+// decodeFrame decodes f, the i-th frame of b, into b's shards.
+func decodeFrame(d *decoderState, b *fbatch, sh sharding, i int, f *capture.Frame) {
+	b.segs = append(b.segs, capture.Segment{})
+	seg := &b.segs[len(b.segs)-1]
+	ok, deferred := d.dec.DecodeFrame(f, b.base+uint64(i)+1, seg, false)
+	if deferred || !ok {
+		*seg = capture.Segment{}
+		b.segs = b.segs[:len(b.segs)-1]
+		if deferred {
+			b.deferred = append(b.deferred, i)
+		}
+		return
+	}
+	seg.Raw = nil // frames are not needed past the decoder
+	d.see(seg.Time)
+	if seg.Time.After(b.maxT) {
+		b.maxT = seg.Time
+	}
+	k := sh.of(seg.Src, seg.Dst)
+	b.subs[k] = append(b.subs[k], uint32(len(b.segs)-1))
 }
 
 // decodeDeferred decodes the deferred frames of b, in order, with the one
@@ -449,8 +454,15 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 		if start < 0 {
 			return
 		}
-		b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames)
-		decodeBatch(b.ds, b, sh, fail)
+		// Each record is decoded as soon as it is framed, while the next
+		// record's header is fetched (Chunker.Frame).
+		defer func() {
+			if p := recover(); p != nil { // a bug in a decoder: framed again, without decoding
+				fail(recovered(p, "decoding chunk %d", b.idx))
+				b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames[:0], nil)
+			}
+		}()
+		b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames, func(i int, f *capture.Frame) { decodeFrame(b.ds, b, sh, i, f) })
 	}
 	decodeCh := make(chan *fbatch, nb)
 	var dwg sync.WaitGroup

@@ -1,0 +1,9 @@
+//go:build amd64 || arm64
+
+package capture
+
+// prefetch hints the two cache lines at p into the cache (prefetch_*.s).
+// A hint never faults, even on an unmapped page.
+//
+//go:noescape
+func prefetch(p *byte)
