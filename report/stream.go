@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -23,7 +25,8 @@ import (
 // csv, ndjson, json and markdown keep only the few records that are the
 // downstream leg of a hop (for the Intermediaries table) and, for
 // markdown, spool the diagnoses to a temporary file to print them after
-// the table. The table format needs every row to size its columns: it
+// the table. ndjson and json also hold up to encodeBatch records, to
+// encode them on every core: a record must not change once written. The table format needs every row to size its columns: it
 // keeps every row's cells (not the records) and spools the diagnoses.
 type RecordWriter struct {
 	w      io.Writer
@@ -34,7 +37,8 @@ type RecordWriter struct {
 
 	n       int
 	sec     section
-	enc     *json.Encoder
+	pending []*analyze.Record // ndjson, json: records to encode (encodeBatch)
+	bufs    []bytes.Buffer
 	cw      *csv.Writer
 	hopDown map[string]bool
 	legs    []*analyze.Record
@@ -54,10 +58,7 @@ func NewRecordWriter(w io.Writer, format string, hops []*analyze.Hop) (*RecordWr
 	}
 	switch format {
 	case FormatNDJSON:
-		rw.enc = json.NewEncoder(w)
-		rw.enc.SetEscapeHTML(false)
 	case FormatJSON:
-		rw.enc = json.NewEncoder(&bytes.Buffer{})
 		if _, err := io.WriteString(w, "{\n \"records\": ["); err != nil {
 			return nil, err
 		}
@@ -113,15 +114,10 @@ func (rw *RecordWriter) Write(r *analyze.Record) error {
 	t0 := rw.start(r)
 	rw.n++
 	switch rw.format {
-	case FormatNDJSON:
-		rw.err = rw.enc.Encode(r)
-	case FormatJSON:
-		sep := ",\n  "
-		if rw.n == 1 {
-			sep = "\n  "
-		}
-		if _, rw.err = io.WriteString(rw.w, sep); rw.err == nil {
-			rw.err = jsonIndented(rw.w, r, "  ")
+	case FormatNDJSON, FormatJSON:
+		rw.pending = append(rw.pending, r)
+		if len(rw.pending) == encodeBatch {
+			rw.err = rw.encodePending()
 		}
 	case FormatCSV:
 		row := recordRow(r, t0, styleCSV)
@@ -160,6 +156,66 @@ func (rw *RecordWriter) Write(r *analyze.Record) error {
 		}
 	}
 	return rw.err
+}
+
+// encodeBatch is how many records the JSON formats encode at once.
+const encodeBatch = 512
+
+// encodePending writes the pending records in order, encoded by up to
+// GOMAXPROCS goroutines at once (a part of the batch each): encoding
+// records is most of what is left to do once the capture is read.
+func (rw *RecordWriter) encodePending() error {
+	recs := rw.pending
+	rw.pending = rw.pending[:0]
+	if len(recs) == 0 {
+		return nil
+	}
+	first := rw.n - len(recs) // records written before this batch
+	parts := min(runtime.GOMAXPROCS(0), (len(recs)+63)/64)
+	if len(rw.bufs) < parts {
+		rw.bufs = make([]bytes.Buffer, parts)
+	}
+	errs := make([]error, parts)
+	encode := func(p int) {
+		lo, hi := p*len(recs)/parts, (p+1)*len(recs)/parts
+		buf := &rw.bufs[p]
+		buf.Reset()
+		if rw.format == FormatNDJSON {
+			enc := json.NewEncoder(buf)
+			enc.SetEscapeHTML(false)
+			for _, r := range recs[lo:hi] {
+				if errs[p] = enc.Encode(r); errs[p] != nil {
+					return
+				}
+			}
+			return
+		}
+		for i, r := range recs[lo:hi] {
+			if first+lo+i == 0 {
+				buf.WriteString("\n  ")
+			} else {
+				buf.WriteString(",\n  ")
+			}
+			if errs[p] = jsonIndented(buf, r, "  "); errs[p] != nil {
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for p := 1; p < parts; p++ {
+		wg.Go(func() { encode(p) })
+	}
+	encode(0)
+	wg.Wait()
+	for p := range parts {
+		if errs[p] != nil {
+			return errs[p]
+		}
+		if _, err := rw.w.Write(rw.bufs[p].Bytes()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (rw *RecordWriter) spoolDiagnosis(r *analyze.Record) error {
@@ -204,6 +260,9 @@ func (rw *RecordWriter) copyDiagnoses() error {
 func (rw *RecordWriter) Close(hops []*analyze.Hop, summary *Counts) error {
 	if rw.diag != nil {
 		defer rw.diag.Close()
+	}
+	if rw.err == nil {
+		rw.err = rw.encodePending()
 	}
 	if rw.err != nil {
 		return rw.err

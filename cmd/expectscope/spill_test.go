@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -104,18 +105,24 @@ func testSpillOrderAndCandidates(t *testing.T, every int) {
 
 // TestRecordWriterMatchesWrite: rendering records one at a time gives the
 // bytes of report.Write over all of them, in every format, with hops and
-// without records.
+// without records, and with records enough for several batches encoded
+// on several cores at once.
 func TestRecordWriterMatchesWrite(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(3))
 	recs := uncorrelatedCorpus(t)
 	hops := analyze.Correlate(recs)
 	report.Sort(recs)
 	report.SortHops(hops)
+	var many []*analyze.Record
+	for len(many) < 1300 {
+		many = append(many, recs...)
+	}
 	for _, format := range report.Formats {
 		for _, c := range []struct {
 			name string
 			recs []*analyze.Record
 			hops []*analyze.Hop
-		}{{"all", recs, hops}, {"no hops", recs[:len(recs)/3], nil}, {"none", nil, nil}} {
+		}{{"all", recs, hops}, {"no hops", recs[:len(recs)/3], nil}, {"none", nil, nil}, {"many", many, hops}} {
 			out := &report.Output{Records: c.recs, Hops: c.hops, Summary: report.Tally(c.recs)}
 			var want, got bytes.Buffer
 			if err := report.Write(&want, format, out, false); err != nil {
