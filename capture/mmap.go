@@ -177,7 +177,7 @@ func openMapped(f *os.File, magic []byte, opt Options) (*mapping, packetReader, 
 }
 
 func (r *mapReader) next() ([]byte, time.Time, int, LinkType, error) {
-	data, ts, wire, next, err := r.frameAt(r.pos)
+	data, ts, wire, next, err := r.frameAt(r.pos, nextAhead)
 	if err != nil {
 		return nil, ts, 0, 0, err
 	}
@@ -191,7 +191,7 @@ func (r *mapReader) next() ([]byte, time.Time, int, LinkType, error) {
 // frameAt reads the record whose header is at pos: io.EOF at the end of
 // the file, the errors of pcapReader otherwise; next is where the
 // following record starts.
-func (r *mapReader) frameAt(pos int) (data []byte, ts time.Time, wire, next int, err error) {
+func (r *mapReader) frameAt(pos, ahead int) (data []byte, ts time.Time, wire, next int, err error) {
 	rest := r.m[pos:]
 	if len(rest) == 0 {
 		return nil, ts, 0, pos, io.EOF
@@ -214,7 +214,7 @@ func (r *mapReader) frameAt(pos int) (data []byte, ts time.Time, wire, next int,
 		frac *= 1000
 	}
 	end := 16 + int(caplen)
-	prefetchRecord(r.m, pos+end)
+	prefetchRecords(r.m, pos+end, end, ahead)
 	return rest[16:end:end], time.Unix(sec, frac).UTC(), wire, pos + end, nil
 }
 
@@ -374,7 +374,7 @@ func (c *Chunker) plausible(p int) bool {
 // each, when not nil, is called with every record as soon as it is framed
 // (its index in dst and a pointer into dst, valid during the call), before
 // the next record is read: the next header is on its way from memory
-// meanwhile (prefetchRecord), so decoding there costs little more than
+// meanwhile (prefetchRecords), so decoding there costs little more than
 // framing alone, where framing then decoding pays for every header twice.
 func (c *Chunker) Frame(i int, start int64, dst []Frame, each func(k int, f *Frame)) (frames []Frame, end int64, err error) {
 	if c.ng != nil {
@@ -383,7 +383,7 @@ func (c *Chunker) Frame(i int, start int64, dst []Frame, each func(k int, f *Fra
 	_, hi := c.bounds(i)
 	pos := int(start)
 	for pos < hi {
-		data, ts, wire, next, err := c.pr.frameAt(pos)
+		data, ts, wire, next, err := c.pr.frameAt(pos, chunkAhead)
 		if err != nil {
 			return dst, int64(pos), err
 		}

@@ -91,10 +91,11 @@ type ngCursor struct {
 	// once per block, option and name record): how far a chunk framed
 	// from a guess may read past its end.
 	limit int
+	ahead int // records to prefetch (prefetchRecords)
 }
 
 func newNgCursor(m []byte, pos int, st *ngState) ngCursor {
-	return ngCursor{m: m, pos: pos, st: st, big: st.big, limit: math.MaxInt}
+	return ngCursor{m: m, pos: pos, st: st, big: st.big, limit: math.MaxInt, ahead: nextAhead}
 }
 
 func (c *ngCursor) u16(b []byte) uint16 {
@@ -390,6 +391,7 @@ func (c *ngCursor) other(typ uint32) error {
 // NgReader.ZeroCopyReadPacketData does, and checks the packet as
 // ngReader.next does. On an error the cursor is left anywhere.
 func (c *ngCursor) next(maxPacket int) (data []byte, ts time.Time, wire int, link LinkType, err error) {
+	start := c.pos
 	var f *ngIface
 	var caplen int
 	var typ uint32
@@ -452,7 +454,7 @@ func (c *ngCursor) next(maxPacket int) (data []byte, ts time.Time, wire int, lin
 	if err := c.discard(int(c.left)); err != nil {
 		return nil, ts, 0, 0, ngErr(err)
 	}
-	prefetchRecord(c.m, c.pos)
+	prefetchRecords(c.m, c.pos, c.pos-start, c.ahead)
 	if len(data) > maxPacket {
 		return nil, ts, 0, 0, fmt.Errorf("%w: record length %d exceeds %d", ErrCorrupt, len(data), maxPacket)
 	}
@@ -613,6 +615,7 @@ func (c *Chunker) frameNg(i int, start int64, dst []Frame, each func(int, *Frame
 	slot := &c.ng.slots[i]
 	slot.in.Store(st)
 	cur := newNgCursor(c.mm.m, int(start), st)
+	cur.ahead = chunkAhead
 	if int(start) >= lo && i+1 < c.Len() {
 		// Maybe a guess: a call that reads far past the chunk (a block
 		// whose options or names run on) is left to the framing of the

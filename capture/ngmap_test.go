@@ -607,5 +607,32 @@ func BenchmarkFrameMapped(b *testing.B) {
 				}
 			}
 		})
+		// As the pipeline's decoders do: each record decoded as soon as
+		// it is framed, while the next headers are fetched.
+		b.Run(f.name+"/chunks+decode", func(b *testing.B) {
+			b.SetBytes(size)
+			var frames []Frame
+			dec := NewDecoder()
+			var seg Segment
+			for b.Loop() {
+				src, err := Open([]string{f.path}, Options{MapMin: -1})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ch := src.(*fileSource).Chunker(512 << 10)
+				n := 0
+				for i := range ch.Len() {
+					frames, _, _ = ch.Frame(i, ch.Guess(i), frames[:0], func(k int, fr *Frame) {
+						if ok, _ := dec.DecodeFrame(fr, uint64(k), &seg, false); ok {
+							n++
+						}
+					})
+				}
+				src.Close()
+				if n < 20000 {
+					b.Fatalf("%d segments", n)
+				}
+			}
+		})
 	}
 }

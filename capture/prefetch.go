@@ -1,14 +1,31 @@
 package capture
 
-// prefetchRecord asks the CPU to start loading the two cache lines at
-// m[pos:], where the next record's header is, while the caller decodes
-// the record it just framed. Records are read one after the other and
-// each header's position is known only from the one before it, so without
-// this every header is a full memory round trip that nothing overlaps: a
-// record per 1.5 KB of upload traffic misses every cache, and framing a
-// chunk was a third of a decoding goroutine's time.
-func prefetchRecord(m []byte, pos int) {
-	if pos >= 0 && pos+128 <= len(m) {
+// prefetchRecords asks the CPU to start loading the headers of the n
+// records after this one: the one at m[pos:] surely, and those after it
+// if they are the same size as this one, which is how uploads are
+// captured (runs of full-size segments). Records are read one after the
+// other and each header's position is known only from the one before it,
+// so without this every header is a full memory round trip that nothing
+// overlaps: a record per 1.5 KB of upload traffic misses every cache.
+// Where records are only decoded between headers (the pipeline's chunks),
+// that is shorter than a round trip: four records ahead framed and
+// decoded a 385 MB capture in 40 ms instead of 59 (one ahead) on one
+// core. Where each record is also analysed before the next is read
+// (Source.Next), one ahead is enough. A wrong guess costs a cache line
+// read for nothing.
+func prefetchRecords(m []byte, pos, size, n int) {
+	for range n {
+		if pos < 0 || pos+128 > len(m) {
+			return
+		}
 		prefetch(&m[pos])
+		pos += size
 	}
 }
+
+// Records prefetched ahead of the one just framed: in chunks, and when
+// records are read one at a time.
+const (
+	chunkAhead = 4
+	nextAhead  = 1
+)
