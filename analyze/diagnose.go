@@ -27,8 +27,17 @@ func Diagnose(r *Record) string {
 	switch r.Verdict {
 	case Rejected:
 		s := fmt.Sprintf("%s does not support the expectation: 417 before any body", who)
-		if r.HasFlag(FlagRetriedWithoutExpect) {
+		if r.HasFlag(FlagBodyAfter417) {
+			s += "; the client sent the body anyway"
+		}
+		switch {
+		case r.HasFlag(FlagRetriedWithoutExpect):
 			s += "; the client retried without Expect"
+		case r.RetriedBy != nil:
+			// Linked, yet no-retry-after-417: the retry asked again.
+			s += "; the client retried with Expect again, where RFC 9110 10.1.1 says to repeat the request without it"
+		case r.HasFlag(FlagNoRetryAfter417):
+			s += "; the request did not come again without Expect"
 		}
 		if r.HasFlag(FlagUnreadBody) {
 			s += "; the server then misread the client's next bytes (desync)"
