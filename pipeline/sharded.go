@@ -678,7 +678,9 @@ func (m *merger) resolve() {
 }
 
 // link records that c repeated the request orig got a 417 for, with the
-// flags the Analyzer sets (RFC 9110 10.1.1).
+// flags the Analyzer sets (RFC 9110 10.1.1): a retry without Expect turns
+// no-retry-after-417 into retried-without-expect; one that asks for
+// 100-continue again is linked but leaves no-retry-after-417 set.
 func link(orig *analyze.Record, c *retryCand) {
 	id, cid := orig.ID, c.id
 	orig.RetriedBy = &cid
@@ -686,15 +688,12 @@ func link(orig *analyze.Record, c *retryCand) {
 	if c.rec != nil { // not emitted yet
 		c.rec.RetryOf = &id
 	}
-	i := slices.Index(orig.Flags, analyze.FlagNoRetryAfter417)
 	if c.noExpect {
-		if i >= 0 {
+		if i := slices.Index(orig.Flags, analyze.FlagNoRetryAfter417); i >= 0 {
 			orig.Flags[i] = analyze.FlagRetriedWithoutExpect
 		} else {
 			orig.Flags = append(orig.Flags, analyze.FlagRetriedWithoutExpect)
 		}
-	} else if i >= 0 {
-		orig.Flags = slices.Delete(orig.Flags, i, i+1)
 	}
 	orig.Diagnosis = analyze.Diagnose(orig)
 }

@@ -38,6 +38,7 @@ var scenarios = []scenario{
 	{"rejected-retry-same", 5, scRejectedRetrySame},
 	{"rejected-retry-new", 5, scRejectedRetryNew},
 	{"rejected-no-retry", 3, scRejectedNoRetry},
+	{"rejected-retry-expect", 2, scRejectedRetryExpectAgain},
 	{"body-after-417", 2, scBodyAfter417},
 	{"final-413", 4, scFinal(413, "Payload Too Large")},
 	{"final-401", 3, scFinal(401, "Unauthorized")},
@@ -376,6 +377,31 @@ func scRejectedRetryNew(b *script) {
 	b.open(1)
 	b.plain(b.request("POST", target, "HTTP/1.1", cl(n)))
 	b.wait(segGap)
+	b.body(b.fill(n))
+	b.wait(serverTurn)
+	b.send(1, ok())
+	b.wait(clientTurn)
+	b.close(false)
+}
+
+// scRejectedRetryExpectAgain is Go's client after a 417 with close: the
+// request comes again on a new connection, asking for 100-continue again
+// (linked as a retry, but not the retry without Expect RFC 9110 10.1.1
+// asks for); this time the server says 100.
+func scRejectedRetryExpectAgain(b *script) {
+	n := b.bodyLen()
+	target := "/up/" + itoa(b.s.idx)
+	b.expect(b.request("POST", target, "HTTP/1.1", cl(n), exp100), "rejected", 417, "no-retry-after-417")
+	b.wait(serverTurn)
+	b.send(1, resp417("close"))
+	b.wait(segGap)
+	b.close(true)
+	b.wait(clientTurn)
+	b.open(1)
+	b.expect(b.request("POST", target, "HTTP/1.1", cl(n), exp100), "continued", 200)
+	b.wait(serverTurn)
+	b.send(1, resp100)
+	b.wait(halfRTT * 2)
 	b.body(b.fill(n))
 	b.wait(serverTurn)
 	b.send(1, ok())
