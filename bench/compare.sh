@@ -90,6 +90,29 @@ rounds() {
 
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
+# cpus F: GOMAXPROCS=1 pinned to each of the first CPUs (taskset), median
+# of 5 runs each. On a VM whose vCPUs run at different speeds (one shares
+# its host core with a busy neighbour) the unpinned GOMAXPROCS=1 times are
+# bimodal, and the 1-vs-2-core ratio depends on which vCPU they land on:
+# this line shows whether that is the case.
+cpus() {
+	command -v taskset >/dev/null 2>&1 || return 0
+	line="GOMAXPROCS=1 pinned (median of 5):"
+	c=0
+	while [ $c -lt "$(nproc)" ] && [ $c -lt 4 ]; do
+		: >"$W/cpu$c.runs"
+		for _ in 1 2 3 4 5; do
+			t0=$(date +%s%N)
+			taskset -c $c env GOMAXPROCS=1 "$W/expectscope" read -f ndjson "$1" >/dev/null 2>&1 || true
+			t1=$(date +%s%N)
+			echo "$(((t1 - t0) / 1000))" >>"$W/cpu$c.runs"
+		done
+		line="$line cpu$c $(sort -n "$W/cpu$c.runs" | awk '{v[NR]=$1} END {printf "%.3f s", v[3]/1e6}')"
+		c=$((c + 1))
+	done
+	echo "$line"
+}
+
 # bench F: every measurement on capture F.
 bench() {
 	F=$1
@@ -102,6 +125,7 @@ bench() {
 	measure expectscope_gmp2 env GOMAXPROCS=2 "$W/expectscope" read -f ndjson "$F"
 	measure tshark tshark -r "$F" -Y 'http.request or http.response' -T fields -e frame.time_relative -e tcp.stream -e http.request.method -e http.response.code
 	rounds "$F"
+	cpus "$F"
 	echo
 	echo "tshark / expectscope           = $(ratio "$tshark_s" "$expectscope_s")x   (goal >= 30)"
 	echo "expectscope / tcpdump          = $(ratio "$expectscope_s" "$tcpdump_s")x   (goal <= 3)"
