@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/gopacket/gopacket/pcapgo"
@@ -120,18 +121,17 @@ func openInput(path string, idx int, opt Options) (*input, error) {
 				in.close()
 				return nil, fmt.Errorf("capture: %s: gzip: %w", path, err)
 			}
-			r = zr
+			r = in.inflated(zr, nil)
 			continue
 		case bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
 			zr, err := zstd.NewReader(in.br,
-				zstd.WithDecoderConcurrency(1), // decode in the caller's goroutine
+				zstd.WithDecoderConcurrency(1), // decode in one goroutine (readAhead's, with several cores)
 				zstd.WithDecoderMaxWindow(zstdMaxWindow))
 			if err != nil {
 				in.close()
 				return nil, fmt.Errorf("capture: %s: zstd: %w", path, err)
 			}
-			in.closers = append(in.closers, closerFunc(func() error { zr.Close(); return nil }))
-			r = zr
+			r = in.inflated(zr, zr.Close)
 			continue
 		case bytes.Equal(magic, []byte{0x0a, 0x0d, 0x0d, 0x0a}):
 			in.pr, in.pending = newNgReader(in.br, opt.MaxPacket)
@@ -204,6 +204,21 @@ func (in *input) advance() error {
 		off = 0 // the file header is at fault
 	}
 	return &Warning{File: in.name, Packet: pkt, Offset: off, Err: err}
+}
+
+// inflated is what reads a decompressor zr of in: zr itself on one core,
+// with several a readAhead of it. closeZ, when not nil, releases zr once
+// nothing reads it.
+func (in *input) inflated(zr io.Reader, closeZ func()) io.Reader {
+	if runtime.GOMAXPROCS(0) < 2 {
+		if closeZ != nil {
+			in.closers = append(in.closers, closerFunc(func() error { closeZ(); return nil }))
+		}
+		return zr
+	}
+	ra := newReadAhead(zr, closeZ)
+	in.closers = append(in.closers, ra)
+	return ra
 }
 
 func (in *input) close() error {
