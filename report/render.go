@@ -361,16 +361,20 @@ func CSVCell(s string) string {
 	return s
 }
 
-// newTable makes a table with our look: headers as written, no wrapping of cells.
-func newTable(w io.Writer, header []string) *tablewriter.Table {
-	t := tablewriter.NewTable(w,
+// newTable makes a table with our look: headers as written, no wrapping
+// of cells. A nil header is set later (a streaming table sets it after
+// Start).
+func newTable(w io.Writer, header []string, opts ...tablewriter.Option) *tablewriter.Table {
+	t := tablewriter.NewTable(w, append([]tablewriter.Option{
 		tablewriter.WithHeaderAutoFormat(tw.Off),
 		tablewriter.WithRowAutoWrap(tw.WrapNone),
 		tablewriter.WithHeaderAutoWrap(tw.WrapNone),
 		tablewriter.WithHeaderAlignment(tw.AlignLeft),
 		tablewriter.WithRowAlignment(tw.AlignLeft),
-	)
-	t.Header(header)
+	}, opts...)...)
+	if header != nil {
+		t.Header(header)
+	}
 	return t
 }
 

@@ -9,11 +9,15 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/expectscope/expectscope/analyze"
+	"github.com/olekukonko/tablewriter"
+	"github.com/olekukonko/tablewriter/pkg/twwidth"
+	"github.com/olekukonko/tablewriter/tw"
 )
 
 // RecordWriter renders records one at a time, in the order given, as
@@ -42,10 +46,15 @@ type RecordWriter struct {
 	cw      *csv.Writer
 	hopDown map[string]bool
 	legs    []*analyze.Record
-	cells   [][]string // table format: every row, rendered
-	diag    *os.File   // markdown: diagnoses, written after the table
-	diagW   *bufio.Writer
-	err     error
+	cells   [][]string // table format: every row, rendered (without Widths)
+	// Widths, for the table format, are the columns' widths from a
+	// TableSizer that saw the same records: rows are then written as
+	// they come instead of being kept to size the columns at the end.
+	Widths []int
+	table  *tablewriter.Table // the streaming table, once started
+	diag   *os.File           // markdown: diagnoses, written after the table
+	diagW  *bufio.Writer
+	err    error
 }
 
 // NewRecordWriter starts rendering records in format to w. hops are the
@@ -150,7 +159,11 @@ func (rw *RecordWriter) Write(r *analyze.Record) error {
 		for i, v := range row {
 			row[i] = rw.sec.cell(styleTable, i, v)
 		}
-		rw.cells = append(rw.cells, row)
+		if rw.Widths == nil {
+			rw.cells = append(rw.cells, row)
+		} else if rw.err = rw.streamRow(row); rw.err != nil {
+			return rw.err
+		}
 		if r.Diagnosis != "" {
 			rw.err = rw.spoolDiagnosis(r)
 		}
@@ -216,6 +229,63 @@ func (rw *RecordWriter) encodePending() error {
 		}
 	}
 	return nil
+}
+
+// streamRow writes one row of the table format with the widths given.
+func (rw *RecordWriter) streamRow(row []string) error {
+	if rw.table == nil {
+		fmt.Fprintf(rw.w, "times are offsets in seconds from %s\n", rw.Start.UTC().Format(time.RFC3339Nano))
+		widths := tw.NewMapper[int, int]()
+		for i, w := range rw.Widths {
+			widths.Set(i, w+2) // the cell's padding
+		}
+		rw.table = newTable(rw.w, nil, tablewriter.WithStreaming(tw.StreamConfig{Enable: true}),
+			tablewriter.WithWidths(tw.CellWidth{PerColumn: widths}))
+		if err := rw.table.Start(); err != nil {
+			return err
+		}
+		rw.table.Header(rw.sec.header)
+	}
+	return rw.table.Append(row)
+}
+
+// TableSizer finds the widths of the table format's columns, seeing the
+// records a RecordWriter will write (a first pass), so that the writer
+// need not keep every row to size them (RecordWriter.Widths).
+type TableSizer struct {
+	start time.Time
+	sec   section
+	w     []int
+}
+
+// NewTableSizer sizes the columns of records timed from start (the
+// RecordWriter's Start).
+func NewTableSizer(start time.Time) *TableSizer {
+	z := &TableSizer{start: start, sec: recordHeader(styleTable)}
+	for _, h := range z.sec.header {
+		z.w = append(z.w, cellWidth(h))
+	}
+	return z
+}
+
+// Add widens the columns to r's row.
+func (z *TableSizer) Add(r *analyze.Record) {
+	for i, v := range recordRow(r, z.start, styleTable) {
+		z.w[i] = max(z.w[i], cellWidth(z.sec.cell(styleTable, i, v)))
+	}
+}
+
+// Widths are the columns' widths, for RecordWriter.Widths.
+func (z *TableSizer) Widths() []int { return slices.Clone(z.w) }
+
+// cellWidth is the width tablewriter gives a cell: its widest line once
+// trimmed, in terminal columns.
+func cellWidth(s string) int {
+	w := 0
+	for line := range strings.SplitSeq(s, "\n") {
+		w = max(w, twwidth.Width(strings.TrimSpace(line)))
+	}
+	return w
 }
 
 func (rw *RecordWriter) spoolDiagnosis(r *analyze.Record) error {
@@ -328,6 +398,13 @@ func (rw *RecordWriter) Close(hops []*analyze.Hop, summary *Counts) error {
 	case FormatTable:
 		if rw.n == 0 {
 			fmt.Fprintln(rw.w, "No Expect negotiations found.")
+		} else if rw.table != nil {
+			if err := rw.table.Close(); err != nil {
+				return err
+			}
+			if err := rw.copyDiagnoses(); err != nil {
+				return err
+			}
 		} else {
 			fmt.Fprintf(rw.w, "times are offsets in seconds from %s\n", rw.Start.UTC().Format(time.RFC3339Nano))
 			t := newTable(rw.w, rw.sec.header)

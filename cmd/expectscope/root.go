@@ -396,17 +396,34 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	conns := map[analyze.Conn]bool{}
 	flaggedIDs := map[string]bool{}
 	bw := bufio.NewWriterSize(stdout, 64<<10)
+	selected := func(r *analyze.Record) bool {
+		return (o.all || r.Type == analyze.TypeNegotiation) && f.Match(r)
+	}
 	var rw *report.RecordWriter
 	if !o.summary {
 		if rw, err = report.NewRecordWriter(bw, format, hops); err != nil {
 			return nil, false, &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
 		}
 		rw.Start = start
+		if format == report.FormatTable {
+			// A first pass sizes the columns, so that rows need not
+			// all be kept until the end to size them.
+			z := report.NewTableSizer(start)
+			if err := sp.each(patched, func(r *analyze.Record) error {
+				if selected(r) {
+					z.Add(r)
+				}
+				return nil
+			}); err != nil {
+				return nil, false, readErr(err)
+			}
+			rw.Widths = z.Widths()
+		}
 	}
 	tl := report.NewTallier()
 	var werr error
 	err = sp.each(patched, func(r *analyze.Record) error {
-		if !o.all && r.Type != analyze.TypeNegotiation || !f.Match(r) {
+		if !selected(r) {
 			return nil
 		}
 		if legs[r.ID] {

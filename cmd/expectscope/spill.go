@@ -2,11 +2,9 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"cmp"
 	"container/heap"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -142,15 +140,10 @@ func (s *spill) Emit(r *analyze.Record) {
 	}
 }
 
-// encode appends the JSON of r to buf for e.
+// encode appends the encoding of r (appendRecord) to buf for e.
 func (s *spill) encode(e *spillEntry, r *analyze.Record) error {
 	e.off = len(s.buf)
-	b, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	s.buf = append(s.buf, b...)
-	s.buf = append(s.buf, '\n')
+	s.buf = appendRecord(s.buf, r)
 	e.end = len(s.buf)
 	e.rec = nil
 	return nil
@@ -388,8 +381,12 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 		if _, err := s.recs.ReadAt(b, int64(w.off)); err != nil {
 			return nil, err
 		}
-		r := new(analyze.Record)
-		if err := json.Unmarshal(b, r); err != nil {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n != uint64(len(b)-k) {
+			return nil, fmt.Errorf("spilled record at %d: bad length", w.off)
+		}
+		r, err := decodeRecord(b[k:])
+		if err != nil {
 			return nil, err
 		}
 		recs = append(recs, r)
@@ -401,23 +398,35 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 type runReader struct {
 	r   *bufio.Reader
 	cur *analyze.Record
+	buf []byte
 }
 
 func (rr *runReader) next() error {
-	line, err := rr.r.ReadBytes('\n')
-	if err == io.EOF && len(line) == 0 {
+	n, err := binary.ReadUvarint(rr.r)
+	if err == io.EOF {
 		rr.cur = nil
 		return nil
 	}
-	if err != nil && err != io.EOF {
+	if err != nil {
 		return err
 	}
-	r := new(analyze.Record)
-	if err := json.Unmarshal(bytes.TrimSuffix(line, []byte("\n")), r); err != nil {
-		return err
+	if cap(rr.buf) < int(n) {
+		rr.buf = make([]byte, n)
 	}
-	rr.cur = r
-	return nil
+	b := rr.buf[:n]
+	if _, err := io.ReadFull(rr.r, b); err != nil {
+		return fmt.Errorf("spilled record: %w", noEOF(err))
+	}
+	rr.cur, err = decodeRecord(b)
+	return err
+}
+
+// noEOF turns a clean end in the middle of a record into the truncation it is.
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 type runHeap []*runReader

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,31 +118,57 @@ func TestRecordWriterMatchesWrite(t *testing.T) {
 	for len(many) < 1300 {
 		many = append(many, recs...)
 	}
+	// Cells with spaces around them, wide and escaped characters: the
+	// streamed table must size them as tablewriter does.
+	var odd []*analyze.Record
+	for i, ua := range []string{"  spaced out  ", "漢字のクライアント", "tab\there\x1b[31m", ""} {
+		r := *recs[i]
+		r.Request.UserAgent = ua
+		r.Request.Host = strings.Repeat("h", 3*i) + " "
+		odd = append(odd, &r)
+	}
 	for _, format := range report.Formats {
 		for _, c := range []struct {
 			name string
 			recs []*analyze.Record
 			hops []*analyze.Hop
-		}{{"all", recs, hops}, {"no hops", recs[:len(recs)/3], nil}, {"none", nil, nil}, {"many", many, hops}} {
+		}{{"all", recs, hops}, {"no hops", recs[:len(recs)/3], nil}, {"none", nil, nil}, {"many", many, hops}, {"odd cells", odd, nil}} {
 			out := &report.Output{Records: c.recs, Hops: c.hops, Summary: report.Tally(c.recs)}
 			var want, got bytes.Buffer
 			if err := report.Write(&want, format, out, false); err != nil {
 				t.Fatal(err)
 			}
-			rw, err := report.NewRecordWriter(&got, format, c.hops)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range c.recs {
-				if err := rw.Write(r); err != nil {
+			for _, sized := range []bool{false, true} {
+				if sized && format != report.FormatTable {
+					continue
+				}
+				got.Reset()
+				rw, err := report.NewRecordWriter(&got, format, c.hops)
+				if err != nil {
 					t.Fatal(err)
 				}
-			}
-			if err := rw.Close(c.hops, out.Summary); err != nil {
-				t.Fatal(err)
-			}
-			if got.String() != want.String() {
-				t.Errorf("%s, %s: RecordWriter wrote\n%s\nwant\n%s", format, c.name, got.String(), want.String())
+				if sized { // the table streamed, sized by a first pass
+					var start time.Time
+					if len(c.recs) > 0 {
+						start = c.recs[0].HeadersEndAt
+					}
+					z := report.NewTableSizer(start)
+					for _, r := range c.recs {
+						z.Add(r)
+					}
+					rw.Widths, rw.Start = z.Widths(), start
+				}
+				for _, r := range c.recs {
+					if err := rw.Write(r); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := rw.Close(c.hops, out.Summary); err != nil {
+					t.Fatal(err)
+				}
+				if got.String() != want.String() {
+					t.Errorf("%s (sized %v), %s: RecordWriter wrote\n%s\nwant\n%s", format, sized, c.name, got.String(), want.String())
+				}
 			}
 		}
 	}
