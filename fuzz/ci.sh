@@ -31,6 +31,7 @@ targets="
 ./analyze FuzzConn
 ./pipeline FuzzPipeline
 ./report FuzzEscape
+./cmd/expectscope FuzzSpillCodec
 "
 if [ $# -eq 2 ]; then
 	targets="$1 $2"

@@ -236,7 +236,7 @@ func (d *recDecoder) time() time.Time {
 		d.err = errors.New("bad time")
 	}
 	t := time.Unix(sec, int64(nsec)).UTC()
-	if kind == 2 {
+	if kind == 2 && off != 0 {
 		t = t.In(time.FixedZone("", int(off)))
 	}
 	return t
