@@ -587,52 +587,46 @@ func BenchmarkFrameMapped(b *testing.B) {
 				}
 			}
 		})
-		b.Run(f.name+"/chunks", func(b *testing.B) {
-			b.SetBytes(size)
-			var frames []Frame
-			for b.Loop() {
-				src, err := Open([]string{f.path}, Options{MapMin: -1})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ch := src.(*fileSource).Chunker(512 << 10)
-				n := 0
-				for i := range ch.Len() {
-					frames, _, _ = ch.Frame(i, ch.Guess(i), frames[:0], nil)
-					n += len(frames)
-				}
-				src.Close()
-				if n < 20000 {
-					b.Fatalf("%d frames", n)
-				}
+		// Framing alone, and as the pipeline's decoders do: each record
+		// decoded as soon as it is framed, while the next headers are
+		// fetched.
+		for _, decode := range []bool{false, true} {
+			name := f.name + "/chunks"
+			if decode {
+				name += "+decode"
 			}
-		})
-		// As the pipeline's decoders do: each record decoded as soon as
-		// it is framed, while the next headers are fetched.
-		b.Run(f.name+"/chunks+decode", func(b *testing.B) {
-			b.SetBytes(size)
-			var frames []Frame
-			dec := NewDecoder()
-			var seg Segment
-			for b.Loop() {
-				src, err := Open([]string{f.path}, Options{MapMin: -1})
-				if err != nil {
-					b.Fatal(err)
-				}
-				ch := src.(*fileSource).Chunker(512 << 10)
+			b.Run(name, func(b *testing.B) {
+				b.SetBytes(size)
+				var frames []Frame
+				dec := NewDecoder()
+				var seg Segment
+				var each func(int, *Frame)
 				n := 0
-				for i := range ch.Len() {
-					frames, _, _ = ch.Frame(i, ch.Guess(i), frames[:0], func(k int, fr *Frame) {
+				if decode {
+					each = func(k int, fr *Frame) {
 						if ok, _ := dec.DecodeFrame(fr, uint64(k), &seg, false); ok {
 							n++
 						}
-					})
+					}
 				}
-				src.Close()
-				if n < 20000 {
-					b.Fatalf("%d segments", n)
+				for b.Loop() {
+					src, err := Open([]string{f.path}, Options{MapMin: -1})
+					if err != nil {
+						b.Fatal(err)
+					}
+					ch := src.(*fileSource).Chunker(512 << 10)
+					n = 0
+					framed := 0
+					for i := range ch.Len() {
+						frames, _, _ = ch.Frame(i, ch.Guess(i), frames[:0], each)
+						framed += len(frames)
+					}
+					src.Close()
+					if framed < 20000 || decode && n < 20000 {
+						b.Fatalf("%d frames, %d segments", framed, n)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
