@@ -167,7 +167,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	ins := startMapped(ws.workers, &wg, nb, release, decs[nw], sh)
 
 	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+	warnings, wErr := startMerger(out, nw, true, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())
@@ -505,7 +505,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	var wg sync.WaitGroup
 	ins := startMapped(ws.workers, &wg, nb, release, nil, sh)
 	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+	warnings, wErr := startMerger(out, nw, true, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())

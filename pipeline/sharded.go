@@ -109,6 +109,7 @@ type recMsg struct {
 	worker int
 	recs   []*analyze.Record
 	warns  []error
+	end    bool // the last message of a batch
 	done   bool
 	asm    reassembly.Stats
 	an     analyze.Stats
@@ -144,12 +145,11 @@ func (w *worker) feed(s *capture.Segment) {
 }
 
 // handOver sends the records and warnings made since the last batch to
-// the merger, and snapshots the counters for Progress.
+// the merger, with the end of the batch (even when there are none: an
+// ordered merger waits for it), and snapshots the counters for Progress.
 func (w *worker) handOver() {
-	if len(w.recs) > 0 || len(w.warns) > 0 {
-		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns}
-		w.recs, w.warns = nil, nil
-	}
+	w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, end: true}
+	w.recs, w.warns = nil, nil
 	st := w.an.Stats()
 	w.mu.Lock()
 	*w.stats = st
@@ -220,7 +220,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	}
 
 	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+	warnings, wErr := startMerger(out, nw, false, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())
@@ -389,28 +389,75 @@ func shareAwait(n, nw int) int {
 // from out, links retries across workers and emits them, and adds up the
 // workers' final counts in res. It closes done when every worker has
 // finished; only then may the warnings and the first worker error be read.
-func startMerger(out <-chan recMsg, nw int, window time.Duration, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
+// startMerger merges the workers' records. ordered, when every worker
+// takes every batch (the mapped paths), makes the merger take the batches
+// in turn, worker 0's first batch, worker 1's, ..., then every worker's
+// second: what it links and when it gives up waiting for a retry then
+// depends on the capture alone, not on how the workers ran (messages are
+// queued until their turn; a worker is at most the batches in flight
+// ahead of another). Streamed runs hand each worker only its own batches,
+// so a worker without traffic would hold the others up: their records are
+// taken as they come.
+func startMerger(out <-chan recMsg, nw int, ordered bool, window time.Duration, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
 	m := newMerger(window, all, emit)
 	warnings := new([]error)
 	wErr := new(error)
+	take := func(msg recMsg) {
+		for _, r := range msg.recs {
+			m.add(r)
+		}
+		*warnings = append(*warnings, msg.warns...)
+		if msg.done {
+			res.Reassembly = addReasm(res.Reassembly, msg.asm)
+			res.Analyze = addAnalyze(res.Analyze, msg.an)
+			if msg.err != nil && *wErr == nil {
+				*wErr = msg.err
+			}
+		}
+	}
 	go func() {
 		defer close(done)
 		finished := 0
-		for msg := range out {
-			for _, r := range msg.recs {
-				m.add(r)
+		if !ordered {
+			for msg := range out {
+				take(msg)
+				if msg.done {
+					if finished++; finished == nw {
+						m.finish()
+						return
+					}
+				}
 			}
-			*warnings = append(*warnings, msg.warns...)
-			if msg.done {
-				res.Reassembly = addReasm(res.Reassembly, msg.asm)
-				res.Analyze = addAnalyze(res.Analyze, msg.an)
-				if msg.err != nil && *wErr == nil {
-					*wErr = msg.err
+			return
+		}
+		queued := make([][]recMsg, nw)
+		over := make([]bool, nw)
+		turn := 0
+		for msg := range out {
+			queued[msg.worker] = append(queued[msg.worker], msg)
+			for finished < nw {
+				if over[turn] {
+					turn = (turn + 1) % nw
+					continue
 				}
-				if finished++; finished == nw {
-					m.finish()
-					return
+				q := queued[turn]
+				i := slices.IndexFunc(q, func(m recMsg) bool { return m.end || m.done })
+				if i < 0 {
+					break // the worker whose turn it is has not ended its batch
 				}
+				for _, m := range q[:i+1] {
+					take(m)
+				}
+				if q[i].done {
+					over[turn] = true
+					finished++
+				}
+				queued[turn] = slices.Delete(q, 0, i+1)
+				turn = (turn + 1) % nw
+			}
+			if finished == nw {
+				m.finish()
+				return
 			}
 		}
 	}()
@@ -504,7 +551,7 @@ type merger struct {
 // worker: beyond it the older half is linked with the candidates seen so
 // far and emitted (a flood of 417s degrades cross-worker linking, not
 // memory).
-const (
+var (
 	maxCands   = 1 << 16
 	maxPending = 1 << 13
 )
