@@ -325,8 +325,12 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 					}
 				}
 				release(b)
+				// An ordered merger takes every worker's batches in
+				// turn: this one's end nothing.
+				w.out <- recMsg{worker: w.id, end: true}
 			}
 		}
+		w.flushing = true
 		func() {
 			defer func() {
 				if p := recover(); p != nil && perr == nil {
@@ -336,7 +340,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 			w.asm.FlushAll(w.now)
 			w.an.Flush()
 		}()
-		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
 	}()
 	var tick capture.Segment
 	for b := range in {

@@ -110,10 +110,13 @@ type recMsg struct {
 	recs   []*analyze.Record
 	warns  []error
 	end    bool // the last message of a batch
-	done   bool
-	asm    reassembly.Stats
-	an     analyze.Stats
-	err    error
+	// flush marks what a worker decides after its last batch (the final
+	// flush, and done): an ordered merger takes it as it comes.
+	flush bool
+	done  bool
+	asm   reassembly.Stats
+	an    analyze.Stats
+	err   error
 }
 
 type worker struct {
@@ -128,6 +131,7 @@ type worker struct {
 	now   time.Time
 
 	lastParseErr error
+	flushing     bool // past the last batch: records go out marked flush
 	// stats is a snapshot for Progress, guarded by mu.
 	mu    *sync.Mutex
 	stats *analyze.Stats
@@ -327,7 +331,7 @@ func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSe
 			// still open and every 417 still waiting at once: sent in
 			// parts, they do not all wait in memory for the last one.
 			if len(w.recs) >= recsPerMsg {
-				w.out <- recMsg{worker: w.id, recs: w.recs}
+				w.out <- recMsg{worker: w.id, recs: w.recs, flush: w.flushing}
 				w.recs = nil
 			}
 		}
@@ -393,9 +397,13 @@ func shareAwait(n, nw int) int {
 // takes every batch (the mapped paths), makes the merger take the batches
 // in turn, worker 0's first batch, worker 1's, ..., then every worker's
 // second: what it links and when it gives up waiting for a retry then
-// depends on the capture alone, not on how the workers ran (messages are
+// depends on the capture, not on how the workers ran (messages are
 // queued until their turn; a worker is at most the batches in flight
-// ahead of another). Streamed runs hand each worker only its own batches,
+// ahead of another). What workers decide in their final flush, which can
+// be any number of records, is taken as it comes: in turn, one worker's
+// flush would wait in memory for another's, or, held back, run after it
+// instead of beside it (a capture with a million connections open: 57
+// instead of 37 s). Streamed runs hand each worker only its own batches,
 // so a worker without traffic would hold the others up: their records are
 // taken as they come.
 func startMerger(out <-chan recMsg, nw int, ordered bool, window time.Duration, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
@@ -431,29 +439,40 @@ func startMerger(out <-chan recMsg, nw int, ordered bool, window time.Duration, 
 			return
 		}
 		queued := make([][]recMsg, nw)
-		over := make([]bool, nw)
+		over := make([]bool, nw) // past its last batch
 		turn := 0
 		for msg := range out {
 			queued[msg.worker] = append(queued[msg.worker], msg)
-			for finished < nw {
-				if over[turn] {
+			for moved := true; moved; {
+				moved = false
+				for w := range queued { // flushes as they come
+					for len(queued[w]) > 0 && (queued[w][0].flush || queued[w][0].done) {
+						take(queued[w][0])
+						if queued[w][0].done {
+							finished++
+						}
+						queued[w] = queued[w][1:]
+						over[w] = true
+						moved = true
+					}
+				}
+				for k := 0; k < nw && over[turn]; k++ {
 					turn = (turn + 1) % nw
-					continue
+				}
+				if over[turn] {
+					continue // every worker is past its last batch
 				}
 				q := queued[turn]
-				i := slices.IndexFunc(q, func(m recMsg) bool { return m.end || m.done })
+				i := slices.IndexFunc(q, func(m recMsg) bool { return m.end })
 				if i < 0 {
-					break // the worker whose turn it is has not ended its batch
+					continue // the worker whose turn it is has not ended its batch
 				}
 				for _, m := range q[:i+1] {
 					take(m)
 				}
-				if q[i].done {
-					over[turn] = true
-					finished++
-				}
 				queued[turn] = slices.Delete(q, 0, i+1)
 				turn = (turn + 1) % nw
+				moved = true
 			}
 			if finished == nw {
 				m.finish()
