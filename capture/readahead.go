@@ -7,11 +7,10 @@ import (
 
 // readAhead reads a decompressor on a goroutine of its own, a few buffers
 // ahead of the caller: inflating a capture then runs beside framing,
-// decoding and analysing it, on another core. A gzip capture is read at
-// some 700 MB/s of packets on one core, about what the rest of the work
-// takes, so two cores read it up to twice as fast; one core gains
-// nothing (Open does not use it there). The caller sees r's bytes and,
-// after the last of them, r's error, unchanged.
+// decoding and analysing it, on another core (a gzip capture on two
+// cores: 0.56 -> 0.42 s; zstd 0.33 -> 0.25 s). One core gains nothing:
+// Open does not use it there. The caller sees r's bytes and, after the
+// last of them, r's error, unchanged.
 type readAhead struct {
 	full chan aheadBuf
 	free chan []byte
