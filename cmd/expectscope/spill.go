@@ -72,6 +72,7 @@ type spill struct {
 	// serverHosts are the hosts of every server seen: only a record whose
 	// client is one of them (or that names its origin) can be an upstream leg.
 	serverHosts map[string]bool
+	enc         recEncoder
 }
 
 func newSpill() (*spill, error) {
@@ -143,7 +144,7 @@ func (s *spill) Emit(r *analyze.Record) {
 // encode appends the encoding of r (appendRecord) to buf for e.
 func (s *spill) encode(e *spillEntry, r *analyze.Record) error {
 	e.off = len(s.buf)
-	s.buf = appendRecord(s.buf, r)
+	s.buf = s.enc.append(s.buf, r)
 	e.end = len(s.buf)
 	e.rec = nil
 	return nil
