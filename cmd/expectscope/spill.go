@@ -73,6 +73,7 @@ type spill struct {
 	// client is one of them (or that names its origin) can be an upstream leg.
 	serverHosts map[string]bool
 	enc         recEncoder
+	order       []int32 // for sortedOrder
 }
 
 func newSpill() (*spill, error) {
@@ -176,9 +177,29 @@ func compareKey(asec int64, ansec int32, aid string, bsec int64, bnsec int32, bi
 
 // sortEntries sorts the buffered records as report.Sort does.
 func (s *spill) sortEntries() {
-	slices.SortStableFunc(s.entries, func(a, b spillEntry) int {
-		return compareKey(a.sec, a.nsec, a.id, b.sec, b.nsec, b.id)
-	})
+	slices.SortFunc(s.entries, compareEntries)
+}
+
+// compareEntries orders records as report.Sort does, then in emit order:
+// a total order, so an unstable sort gives what a stable one would.
+func compareEntries(a, b spillEntry) int {
+	if c := compareKey(a.sec, a.nsec, a.id, b.sec, b.nsec, b.id); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.seq, b.seq)
+}
+
+// sortedOrder is the order of the buffered records, sorted: indices are
+// moved, not the entries (some 150 bytes each, sorting them in place was
+// most of the time of writing a run).
+func (s *spill) sortedOrder() []int32 {
+	order := s.order[:0]
+	for i := range s.entries {
+		order = append(order, int32(i))
+	}
+	slices.SortFunc(order, func(a, b int32) int { return compareEntries(s.entries[a], s.entries[b]) })
+	s.order = order
+	return order
 }
 
 // flushRun sorts the buffered records and writes them as a run.
@@ -189,11 +210,11 @@ func (s *spill) flushRun() error {
 	if len(s.entries) == 0 {
 		return nil
 	}
-	s.sortEntries()
 	w := bufio.NewWriterSize(io.NewOffsetWriter(s.recs, s.recsOff), 256<<10)
 	start := s.recsOff
 	var hdr [3 * binary.MaxVarintLen64]byte
-	for _, e := range s.entries {
+	for _, i := range s.sortedOrder() {
+		e := &s.entries[i]
 		if _, err := w.Write(s.buf[e.off:e.end]); err != nil {
 			return err
 		}
