@@ -30,8 +30,10 @@ import (
 // downstream leg of a hop (for the Intermediaries table) and, for
 // markdown, spool the diagnoses to a temporary file to print them after
 // the table. ndjson and json also hold up to encodeBatch records, to
-// encode them on every core: a record must not change once written. The table format needs every row to size its columns: it
-// keeps every row's cells (not the records) and spools the diagnoses.
+// encode them on every core: a record must not change once written. The
+// table format spools the diagnoses and needs its columns' widths: given
+// them (Widths, from a TableSizer's first pass) it writes each row as it
+// comes, else it keeps every row's cells (not the records) to the end.
 type RecordWriter struct {
 	w      io.Writer
 	format string
