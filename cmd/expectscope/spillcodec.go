@@ -190,16 +190,13 @@ func (d *recDecoder) uint() uint64 {
 	return v
 }
 
+// int reads what binary.AppendVarint wrote: a zigzag-coded uvarint.
 func (d *recDecoder) int() int64 {
-	if d.err != nil {
-		return 0
+	u := d.uint()
+	v := int64(u >> 1)
+	if u&1 != 0 {
+		v = ^v
 	}
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.err = errShortRecord
-		return 0
-	}
-	d.b = d.b[n:]
 	return v
 }
 
