@@ -4,7 +4,6 @@
 package analyze
 
 import (
-	"hash/maphash"
 	"net"
 	"strconv"
 	"time"
@@ -33,6 +32,24 @@ type Config struct {
 	MaxAwait int
 	// Emit receives each record once it is decided.
 	Emit func(*Record)
+	// LinkEvents, when set, takes retry linking out of the Analyzer: it
+	// receives every request and every 417 as a LinkEvent, in the order
+	// they happen, for a RetryLinker that sees the events of several
+	// Analyzers (the pipeline's workers); records are emitted unlinked,
+	// a 417 as never retried (no-retry-after-417), at once.
+	LinkEvents func(LinkEvent)
+}
+
+// LinkEvent is a request (Request) or a 417 answering an Expect, for a
+// RetryLinker elsewhere (Config.LinkEvents).
+type LinkEvent struct {
+	Request  bool
+	Expect   bool // the request asks for 100-continue
+	ID       string
+	Identity RequestIdentity
+	// At is when the request's headers ended, or the 417 came; Now the
+	// Analyzer's capture clock then (the latest time it was given).
+	At, Now time.Time
 }
 
 func (c *Config) defaults() {
@@ -80,19 +97,9 @@ type Analyzer struct {
 	cfg   Config
 	stats Stats
 	now   time.Time // latest capture time seen: the only clock
-	// 417'd negotiations waiting for their retry, by a hash of the
-	// request's identity (see slotOf); a list may mix identities whose
-	// hashes collide, so readers compare them (sameRequest).
-	await map[uint64][]*exchange
-	seed  maphash.Seed
-	// awaitList holds the waiting negotiations in order of their 417, for
-	// expiry; a slot is nil once its negotiation was retried. awaitBase is
-	// the sequence number of awaitList[0] (exchange.awaitSeq indexes it),
-	// awaiting the number of non-nil slots.
-	awaitList []*exchange
-	awaitBase int
-	awaiting  int
-	lastErr   error
+	// linker holds 417'd negotiations until their retry is known.
+	linker  *RetryLinker[*exchange]
+	lastErr error
 }
 
 // DefaultMaxAwait is Config.MaxAwait's default.
@@ -101,7 +108,9 @@ const DefaultMaxAwait = 1 << 13
 // New returns an Analyzer.
 func New(cfg Config) *Analyzer {
 	cfg.defaults()
-	return &Analyzer{cfg: cfg, await: map[uint64][]*exchange{}, seed: maphash.MakeSeed()}
+	a := &Analyzer{cfg: cfg}
+	a.linker = NewRetryLinker(cfg.RetryWindow, cfg.MaxAwait, a.retryDecided)
+	return a
 }
 
 // Stats returns the counts so far.
@@ -138,132 +147,50 @@ const handshakeHuntBudget = 16 << 10
 
 // Flush ends the analysis: negotiations still waiting for a retry are
 // emitted as never retried. Call it after the assembler's FlushAll.
-func (a *Analyzer) Flush() {
-	clear(a.await)
-	for i, e := range a.awaitList {
-		// Each exchange is let go as its record is made: the records
-		// need not wait in memory beside all the exchanges.
-		a.awaitList[i] = nil
-		if e != nil && e.waitingRetry {
-			e.waitingRetry = false
-			a.release(e)
-		}
-	}
-	a.awaitBase += len(a.awaitList)
-	a.awaitList = nil
-	a.awaiting = 0
-}
+func (a *Analyzer) Flush() { a.linker.Flush() }
 
 func (a *Analyzer) tick(at time.Time) {
 	if at.After(a.now) {
 		a.now = at
 	}
-	// Expire retry waits by capture time.
-	a.expireAwait()
+	a.linker.Advance(a.now) // retry waits expire by capture time
 }
 
-// expireAwait releases, oldest first, the waiting negotiations whose
-// retry window has passed, and the oldest beyond Config.MaxAwait.
-func (a *Analyzer) expireAwait() {
-	for len(a.awaitList) > 0 {
-		e := a.awaitList[0]
-		if e != nil && a.awaiting <= a.cfg.MaxAwait && a.now.Sub(e.final.At) < a.cfg.RetryWindow {
-			break
-		}
-		a.awaitList[0] = nil
-		a.awaitList = a.awaitList[1:]
-		a.awaitBase++
-		if e == nil {
-			continue
-		}
-		if a.awaiting > a.cfg.MaxAwait {
-			a.stats.RetryWaitsDropped++
-		}
-		a.awaiting--
-		e.waitingRetry = false
-		a.dropAwait(e)
-		a.release(e)
-	}
-}
-
-// slotOf hashes the identity of "the same request" for linking a retry
-// to its 417: client address, method, Host and target. A hash is an
-// 8-byte map key that costs no allocation, in a map that churns through
-// as many identities as there are clients.
-func (a *Analyzer) slotOf(c *conn, rh *requestHead) uint64 {
-	var h maphash.Hash
-	h.SetSeed(a.seed)
-	ip := c.clientAddr().Addr().As16()
-	h.Write(ip[:])
-	h.WriteString(rh.method)
-	h.WriteByte(0)
-	h.WriteString(rh.h.host)
-	h.WriteByte(0)
-	h.WriteString(rh.target)
-	return h.Sum64()
-}
-
-// sameRequest reports whether request rh on c has the identity of e's.
-func sameRequest(c *conn, rh *requestHead, e *exchange) bool {
-	return rh.method == e.head.method && rh.target == e.head.target && rh.h.host == e.head.h.host &&
-		c.clientAddr().Addr() == e.conn.clientAddr().Addr()
+// identityOf is the identity of request rh on c for retry linking.
+func identityOf(c *conn, rh *requestHead) RequestIdentity {
+	return RequestIdentity{Client: c.clientAddr().Addr(), Method: rh.method, Host: rh.h.host, Target: rh.target}
 }
 
 // noteRequest links a new request to an earlier 417 of the same request.
 func (a *Analyzer) noteRequest(c *conn, e *exchange) {
-	if len(a.await) == 0 {
+	if a.cfg.LinkEvents != nil {
+		a.cfg.LinkEvents(LinkEvent{Request: true, ID: e.id, Identity: identityOf(c, e.head), At: e.headersEnd, Now: a.now, Expect: e.head.h.expect != ""})
 		return
 	}
-	k := a.slotOf(c, e.head)
-	list := a.await[k]
-	for i, orig := range list {
-		if orig == e || !orig.waitingRetry || orig.final.At.After(e.headersEnd) || !sameRequest(c, e.head, orig) {
-			continue
-		}
-		orig.retriedBy = e.id
-		e.retryOf = orig.id
-		if e.head.h.expect != "" {
-			// Sent again with Expect: a retry, but not the one RFC 9110
-			// 10.1.1 asks for; keep waiting for one without Expect.
-			return
-		}
-		orig.retriedWithoutExpect = true
-		orig.waitingRetry = false
-		a.awaitList[orig.awaitSeq-a.awaitBase] = nil
-		a.awaiting--
-		a.await[k] = append(list[:i:i], list[i+1:]...)
-		if len(a.await[k]) == 0 {
-			delete(a.await, k)
-		}
-		a.release(orig)
+	if a.linker.Waiting() == 0 {
 		return
 	}
+	e.retryOf = a.linker.Request(e.id, identityOf(c, e.head), e.headersEnd, e.head.h.expect != "")
 }
 
+// addAwait holds a 417'd negotiation until its retry is known.
 func (a *Analyzer) addAwait(c *conn, e *exchange) {
-	e.waitingRetry = true
-	k := a.slotOf(c, e.head)
-	a.await[k] = append(a.await[k], e)
-	e.awaitSeq = a.awaitBase + len(a.awaitList)
-	a.awaitList = append(a.awaitList, e)
-	a.awaiting++
-	if a.awaiting > a.cfg.MaxAwait {
-		a.expireAwait()
+	if a.cfg.LinkEvents != nil {
+		a.cfg.LinkEvents(LinkEvent{ID: e.id, Identity: identityOf(c, e.head), At: e.final.At, Now: a.now})
+		return
 	}
+	e.waitingRetry = true
+	a.linker.Rejected(e.id, identityOf(c, e.head), e.final.At, e)
 }
 
-func (a *Analyzer) dropAwait(e *exchange) {
-	k := a.slotOf(e.conn, e.head)
-	list := a.await[k]
-	for i, x := range list {
-		if x == e {
-			a.await[k] = append(list[:i:i], list[i+1:]...)
-			break
-		}
+// retryDecided releases a 417'd negotiation with what came of its wait.
+func (a *Analyzer) retryDecided(e *exchange, o RetryOutcome) {
+	e.waitingRetry = false
+	e.retriedBy, e.retriedWithoutExpect = o.RetriedBy, o.WithoutExpect
+	if o.Dropped {
+		a.stats.RetryWaitsDropped++
 	}
-	if len(a.await[k]) == 0 {
-		delete(a.await, k)
-	}
+	a.release(e)
 }
 
 // release emits a retired exchange once nothing more can change it.

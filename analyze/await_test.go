@@ -32,8 +32,8 @@ func TestAwaitBounded(t *testing.T) {
 	for i := range n {
 		req := fmt.Sprintf("PUT /u/%d HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", i)
 		conn(i, 40000, req, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n", float64(i)*3)
-		if a.awaiting > DefaultMaxAwait || len(a.awaitList) > DefaultMaxAwait {
-			t.Fatalf("after %d: %d waiting, %d slots", i+1, a.awaiting, len(a.awaitList))
+		if a.linker.Waiting() > DefaultMaxAwait || len(a.linker.fifo) > DefaultMaxAwait {
+			t.Fatalf("after %d: %d waiting, %d slots", i+1, a.linker.Waiting(), len(a.linker.fifo))
 		}
 	}
 	// The last one is still held: its retry links.
@@ -43,8 +43,8 @@ func TestAwaitBounded(t *testing.T) {
 	if got := a.Stats().RetryWaitsDropped; got != uint64(n-DefaultMaxAwait) {
 		t.Errorf("RetryWaitsDropped = %d, want %d", got, n-DefaultMaxAwait)
 	}
-	if len(seen) != n || a.awaiting != 0 {
-		t.Fatalf("%d records for %d negotiations, %d still waiting", len(seen), n, a.awaiting)
+	if len(seen) != n || a.linker.Waiting() != 0 {
+		t.Fatalf("%d records for %d negotiations, %d still waiting", len(seen), n, a.linker.Waiting())
 	}
 	for id, c := range seen {
 		if c != 1 {

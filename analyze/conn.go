@@ -56,7 +56,6 @@ type exchange struct {
 	retryOf, retriedBy   string
 	retriedWithoutExpect bool
 	waitingRetry         bool
-	awaitSeq             int // position in Analyzer.awaitList while waitingRetry
 	retired, emitted     bool
 	connEnd              string
 	endAt                time.Time

@@ -21,11 +21,3 @@ func SetChunking(size int, bad bool) (restore func()) {
 	}
 	return func() { chunkSize, guess = oldSize, oldGuess }
 }
-
-// SetMergerBounds sets how many retry candidates and pending 417s the
-// merger keeps, for the duration of a test.
-func SetMergerBounds(cands, pending int) (restore func()) {
-	oldC, oldP := maxCands, maxPending
-	maxCands, maxPending = cands, pending
-	return func() { maxCands, maxPending = oldC, oldP }
-}

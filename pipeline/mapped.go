@@ -167,7 +167,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	ins := startMapped(ws.workers, &wg, nb, release, decs[nw], sh)
 
 	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, true, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+	warnings, wErr := startMerger(out, nw, acfg, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())
@@ -340,7 +340,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 			w.asm.FlushAll(w.now)
 			w.an.Flush()
 		}()
-		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+		w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
 	}()
 	var tick capture.Segment
 	for b := range in {
@@ -375,6 +375,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 		}
 		if w.now.After(tick.Time) {
 			tick.Time = w.now
+			w.key = afterBatch
 			w.asm.Add(&tick)
 		}
 		release(b)
@@ -509,7 +510,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	var wg sync.WaitGroup
 	ins := startMapped(ws.workers, &wg, nb, release, nil, sh)
 	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, true, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+	warnings, wErr := startMerger(out, nw, acfg, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())

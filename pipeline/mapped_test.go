@@ -23,6 +23,12 @@ import (
 // and returns the ndjson of every record (exchanges included).
 func runFile(t *testing.T, path string, mapped bool, workers int) ([]byte, *pipeline.Result) {
 	t.Helper()
+	return runFileWith(t, path, mapped, workers, analyze.Config{})
+}
+
+// runFileWith is runFile with acfg (All is set, Emit collects).
+func runFileWith(t *testing.T, path string, mapped bool, workers int, acfg analyze.Config) ([]byte, *pipeline.Result) {
+	t.Helper()
 	src, err := capture.Open([]string{path}, capture.Options{NoMap: !mapped, MapMin: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -32,8 +38,9 @@ func runFile(t *testing.T, path string, mapped bool, workers int) ([]byte, *pipe
 		t.Fatal("file not mapped")
 	}
 	var recs []*analyze.Record
-	res, err := pipeline.Run(context.Background(), src, pipeline.Options{Workers: workers,
-		Analyze: analyze.Config{All: true, Emit: func(r *analyze.Record) { recs = append(recs, r) }}})
+	acfg.All = true
+	acfg.Emit = func(r *analyze.Record) { recs = append(recs, r) }
+	res, err := pipeline.Run(context.Background(), src, pipeline.Options{Workers: workers, Analyze: acfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,21 +294,33 @@ func TestMappedPcapng(t *testing.T) {
 	}
 }
 
-// TestMergerSameOutputAcrossRuns: when the merger's bounds are reached (a
-// flood of 417s retried on other workers' connections), what it gives up
-// on must not depend on how the workers ran: the same mapped capture gives
-// the same records run after run on several workers. Tiny bounds make a
-// few thousand sessions a flood.
-func TestMergerSameOutputAcrossRuns(t *testing.T) {
-	defer pipeline.SetMergerBounds(64, 16)()
+// TestFloodSameOutput: a flood of 417s, retried on the same and on other
+// connections (other workers'), beyond the 417s held for a retry
+// (MaxAwait, tiny here so that a few thousand sessions are a flood): what
+// is linked and what is given up on is the same on one worker and on
+// several, run after run, and so are the counts.
+func TestFloodSameOutput(t *testing.T) {
 	cfg := gen.Config{Seed: 17, Sessions: 3000, Concurrency: 300, BodyMin: 200, BodyMax: 2000,
 		Only: []string{"rejected-retry-new", "rejected-retry-expect", "rejected-no-retry", "plain-post"}}
 	pcap, _ := generate(t, cfg)
 	path := writeTemp(t, pcap)
-	want, _ := runFile(t, path, true, 2)
-	for run := range 8 {
-		if got, _ := runFile(t, path, true, 2); !bytes.Equal(got, want) {
-			t.Fatalf("run %d differs from the first", run+2)
+	acfg := analyze.Config{MaxAwait: 16}
+	want, wres := runFileWith(t, path, false, 1, acfg)
+	if wres.Analyze.RetryWaitsDropped == 0 {
+		t.Fatal("no 417 given up on: not a flood")
+	}
+	if !bytes.Contains(want, []byte(`"retried_by"`)) {
+		t.Fatal("no retry linked")
+	}
+	for run := range 3 {
+		for _, w := range []int{2, 3} {
+			got, res := runFileWith(t, path, true, w, acfg)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("run %d, %d workers: records differ from one worker's", run+1, w)
+			}
+			if res.Analyze != wres.Analyze {
+				t.Fatalf("run %d, %d workers: counts\n%+v\nwant\n%+v", run+1, w, res.Analyze, wres.Analyze)
+			}
 		}
 	}
 }

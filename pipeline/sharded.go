@@ -1,16 +1,13 @@
 package pipeline
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"math"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -55,7 +52,14 @@ import (
 // the same identity that ended its headers within RetryWindow after the
 // 417 (and was not a retry already), as the Analyzer does within one
 // worker, with the same flags and a fresh diagnosis.
+//
+// Epochs: every epochPackets segments (and at every source tick) the
+// reader sends every worker its batch, even empty, as the end of an
+// epoch; a worker hands its records to the merger at the end of each
+// epoch, and the merger takes the epochs of all workers in turn (see
+// startMerger), which needs every worker to have each one.
 const (
+	epochPackets     = 4096
 	batchSegs        = 256
 	batchArena       = 512 << 10
 	batchesPerWorker = 8
@@ -65,6 +69,8 @@ type batch struct {
 	segs  []capture.Segment
 	arena []byte
 	now   time.Time // reader's capture time when the batch was sent
+	upTo  uint64    // the number of the last packet read then
+	end   bool      // the last batch of an epoch (see epochPackets)
 }
 
 func (b *batch) reset() {
@@ -108,11 +114,13 @@ func (s sharding) of(src, dst netip.AddrPort) int {
 // the merger.
 type recMsg struct {
 	worker int
-	recs   []*analyze.Record
+	items  []item
+	evs    []analyze.LinkEvent
 	warns  []error
-	end    bool // the last message of a batch
+	end    bool      // the last message of a batch
+	now    time.Time // with end: the worker's capture clock after the batch
 	// flush marks what a worker decides after its last batch (the final
-	// flush, and done): an ordered merger takes it as it comes.
+	// flush, and done): the merger takes it as it comes.
 	flush bool
 	done  bool
 	asm   reassembly.Stats
@@ -127,7 +135,9 @@ type worker struct {
 	out   chan<- recMsg
 	asm   *reassembly.Assembler
 	an    *analyze.Analyzer
-	recs  []*analyze.Record
+	items []item
+	evs   []analyze.LinkEvent
+	key   uint64 // of the items decided now (see item)
 	warns []error
 	now   time.Time
 
@@ -140,6 +150,7 @@ type worker struct {
 
 // feed adds one segment, keeping the first parse errors as warnings.
 func (w *worker) feed(s *capture.Segment) {
+	w.key = 2 * s.Packet
 	w.asm.Add(s)
 	if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
 		w.lastParseErr = pe
@@ -153,8 +164,8 @@ func (w *worker) feed(s *capture.Segment) {
 // the merger, with the end of the batch (even when there are none: an
 // ordered merger waits for it), and snapshots the counters for Progress.
 func (w *worker) handOver() {
-	w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, end: true}
-	w.recs, w.warns = nil, nil
+	w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, end: true, now: w.now}
+	w.items, w.evs, w.warns = nil, nil, nil
 	st := w.an.Stats()
 	w.mu.Lock()
 	*w.stats = st
@@ -167,6 +178,9 @@ func (w *worker) run(last *time.Time) {
 		if p := recover(); p != nil {
 			perr = recovered(p, "in worker %d", w.id)
 			for b := range w.in { // keep the reader from blocking
+				if b.end { // and the merger's rounds going
+					w.out <- recMsg{worker: w.id, end: true}
+				}
 				b.reset()
 				w.free <- b
 			}
@@ -177,10 +191,11 @@ func (w *worker) run(last *time.Time) {
 					perr = recovered(p, "in worker %d at the final flush", w.id)
 				}
 			}()
+			w.flushing = true
 			w.asm.FlushAll(*last)
 			w.an.Flush()
 		}()
-		w.out <- recMsg{worker: w.id, recs: w.recs, warns: w.warns, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+		w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
 	}()
 	var tick capture.Segment
 	for b := range w.in {
@@ -191,11 +206,15 @@ func (w *worker) run(last *time.Time) {
 		if b.now.After(w.now) {
 			w.now = b.now
 			tick.Time = b.now
+			w.key = 2*b.upTo + 1
 			w.asm.Add(&tick)
 		}
+		end := b.end
 		b.reset()
 		w.free <- b
-		w.handOver()
+		if end {
+			w.handOver()
+		}
 	}
 }
 
@@ -225,7 +244,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	}
 
 	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, false, acfg.RetryWindow, userAll, userEmit, res, mergeDone)
+	warnings, wErr := startMerger(out, nw, acfg, userAll, userEmit, res, mergeDone)
 
 	warn := func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())
@@ -233,9 +252,10 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 			opt.Warn(e)
 		}
 	}
-	send := func(i int, now time.Time) {
+	var upTo uint64
+	send := func(i int, now time.Time, end bool) {
 		b := cur[i]
-		b.now = now
+		b.now, b.upTo, b.end = now, upTo, end
 		workers[i].in <- b
 		cur[i] = <-workers[i].free
 	}
@@ -267,21 +287,28 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 			}
 			if isTick(seg) {
 				for i := range cur {
-					send(i, last)
+					send(i, last, true)
 				}
 				continue
 			}
+			upTo = seg.Packet
 			n++
 			if res.First.IsZero() || seg.Time.Before(res.First) {
 				res.First = seg.Time
 			}
 			i := sh.of(seg.Src, seg.Dst)
 			if !cur[i].add(seg) {
-				send(i, last)
+				upTo-- // not this one yet
+				send(i, last, false)
+				upTo++
 				cur[i].add(seg)
 			}
-			if len(cur[i].segs) == batchSegs {
-				send(i, last)
+			if n%epochPackets == 0 {
+				for i := range cur {
+					send(i, last, true)
+				}
+			} else if len(cur[i].segs) == batchSegs {
+				send(i, last, false)
 			}
 			if opt.Progress != nil && n&4095 == 0 {
 				opt.Progress(src.Stats(), ws.snapshot())
@@ -290,7 +317,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	}()
 	for i, w := range workers {
 		b := cur[i]
-		b.now = last
+		b.now, b.upTo, b.end = last, upTo, true
 		w.in <- b
 		close(w.in)
 	}
@@ -307,7 +334,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	return outcome(res, err)
 }
 
-// recsPerMsg is the most records a worker holds before it sends them to
+// recsPerMsg is the most items a worker holds before it sends them to
 // the merger.
 const recsPerMsg = 256
 
@@ -325,22 +352,30 @@ func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSe
 	for i := range ws.workers {
 		w := &worker{id: i, out: ws.out, mu: &ws.mu, stats: &ws.stats[i]}
 		cfg := acfg
-		cfg.MaxAwait = shareAwait(acfg.MaxAwait, nw)
 		cfg.Emit = func(r *analyze.Record) {
-			w.recs = append(w.recs, r)
-			// The final flush decides the records of every connection
-			// still open and every 417 still waiting at once: sent in
-			// parts, they do not all wait in memory for the last one.
-			if len(w.recs) >= recsPerMsg {
-				w.out <- recMsg{worker: w.id, recs: w.recs, flush: w.flushing}
-				w.recs = nil
-			}
+			w.items = append(w.items, item{key: w.key, rec: r})
+			w.sendFull()
+		}
+		cfg.LinkEvents = func(ev analyze.LinkEvent) {
+			w.evs = append(w.evs, ev)
+			w.items = append(w.items, item{key: w.key, ev: int32(len(w.evs) - 1)})
+			w.sendFull()
 		}
 		w.an = analyze.New(cfg)
 		w.asm = reassembly.NewAssembler(w.an, rcfg)
 		ws.workers[i] = w
 	}
 	return ws
+}
+
+// sendFull sends the items decided so far when they are many: the final
+// flush decides the records of every connection still open at once, and
+// sent in parts they do not all wait in memory for the last one.
+func (w *worker) sendFull() {
+	if len(w.items) >= recsPerMsg {
+		w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, flush: w.flushing}
+		w.items, w.evs = nil, nil
+	}
 }
 
 // snapshot sums the workers' counts as of their last batch.
@@ -379,44 +414,33 @@ func shareLimits(rcfg reassembly.Config, nw int) reassembly.Config {
 	return rcfg
 }
 
-// shareAwait divides the 417s held for a retry among nw workers, as
-// shareLimits does the reassembly limits: the bound is on the process.
-// The merger still links a 417 a worker released early to a retry it
-// sees within its own bounds (maxCands, maxPending).
-func shareAwait(n, nw int) int {
-	if n <= 0 {
-		n = analyze.DefaultMaxAwait
-	}
-	return max(n/nw, 1024)
-}
-
-// startMerger starts the goroutine that takes the records of nw workers
-// from out, links retries across workers and emits them, and adds up the
+// startMerger starts the goroutine that takes the records and retry-link
+// events of nw workers from out, links retries across workers (one
+// analyze.RetryLinker for all) and emits the records, and adds up the
 // workers' final counts in res. It closes done when every worker has
 // finished; only then may the warnings and the first worker error be read.
-// startMerger merges the workers' records. ordered, when every worker
-// takes every batch (the mapped paths), makes the merger take the batches
-// in turn, worker 0's first batch, worker 1's, ..., then every worker's
-// second: what it links and when it gives up waiting for a retry then
-// depends on the capture, not on how the workers ran (messages are
-// queued until their turn; a worker is at most the batches in flight
-// ahead of another). What workers decide in their final flush, which can
-// be any number of records, is taken as it comes: in turn, one worker's
-// flush would wait in memory for another's, or, held back, run after it
-// instead of beside it (a capture with a million connections open: 57
-// instead of 37 s). Streamed runs hand each worker only its own batches,
-// so a worker without traffic would hold the others up: their records are
-// taken as they come.
-func startMerger(out <-chan recMsg, nw int, ordered bool, window time.Duration, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
-	m := newMerger(window, all, emit)
+//
+// The merger takes the batches in rounds: batch k of every worker (on
+// the mapped paths every worker takes every batch; streamed, every epoch
+// of the reader), its items merged by packet number, then batch k+1. The
+// linker so sees the events in capture order, as the Analyzer of a
+// single worker does, and decides what that one would, whatever the
+// number of workers and however they ran.
+//
+// What a worker decides after its last batch (its final flush: the
+// records of every connection still open, possibly millions) is taken as
+// it comes once that worker's batches are merged: in turn, one worker's
+// flush would wait in memory for another's. Its events, few, wait for the
+// end and are linked in worker order, with the records they concern.
+func startMerger(out <-chan recMsg, nw int, acfg analyze.Config, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
+	m := newMerger(acfg, all, emit, nw)
 	warnings := new([]error)
 	wErr := new(error)
+	finished := 0
 	take := func(msg recMsg) {
-		for _, r := range msg.recs {
-			m.add(r)
-		}
 		*warnings = append(*warnings, msg.warns...)
 		if msg.done {
+			finished++
 			res.Reassembly = addReasm(res.Reassembly, msg.asm)
 			res.Analyze = addAnalyze(res.Analyze, msg.an)
 			if msg.err != nil && *wErr == nil {
@@ -426,53 +450,56 @@ func startMerger(out <-chan recMsg, nw int, ordered bool, window time.Duration, 
 	}
 	go func() {
 		defer close(done)
-		finished := 0
-		if !ordered {
-			for msg := range out {
-				take(msg)
-				if msg.done {
-					if finished++; finished == nw {
-						m.finish()
-						return
-					}
-				}
-			}
-			return
-		}
+		defer func() { res.Analyze.RetryWaitsDropped += m.linker.Dropped() }()
 		queued := make([][]recMsg, nw)
+		ends := make([]int, nw)  // batch ends queued, per worker
 		over := make([]bool, nw) // past its last batch
-		turn := 0
 		for msg := range out {
 			queued[msg.worker] = append(queued[msg.worker], msg)
+			if msg.flush || msg.done {
+				over[msg.worker] = true
+			}
+			if msg.end {
+				ends[msg.worker]++
+			}
 			for moved := true; moved; {
 				moved = false
-				for w := range queued { // flushes as they come
-					for len(queued[w]) > 0 && (queued[w][0].flush || queued[w][0].done) {
-						take(queued[w][0])
-						if queued[w][0].done {
-							finished++
-						}
-						queued[w] = queued[w][1:]
-						over[w] = true
+				for w, q := range queued { // a flush once the worker's batches are merged
+					for len(q) > 0 && (q[0].flush || q[0].done) {
+						m.late(q[0])
+						take(q[0])
+						q = q[1:]
 						moved = true
 					}
+					queued[w] = q
 				}
-				for k := 0; k < nw && over[turn]; k++ {
-					turn = (turn + 1) % nw
+				ready, any := true, false
+				for w := range queued {
+					if ends[w] > 0 {
+						any = true
+					} else if !over[w] {
+						ready = false // its batch is still to come
+					}
 				}
-				if over[turn] {
-					continue // every worker is past its last batch
+				if !ready || !any {
+					continue
 				}
-				q := queued[turn]
-				i := slices.IndexFunc(q, func(m recMsg) bool { return m.end })
-				if i < 0 {
-					continue // the worker whose turn it is has not ended its batch
+				batches := make([][]recMsg, nw)
+				for w, q := range queued {
+					if ends[w] == 0 {
+						continue // past its last batch
+					}
+					i := slices.IndexFunc(q, func(m recMsg) bool { return m.end })
+					batches[w] = q[:i+1]
+					queued[w] = q[i+1:]
+					ends[w]--
 				}
-				for _, m := range q[:i+1] {
-					take(m)
+				m.round(batches)
+				for _, b := range batches {
+					for _, msg := range b {
+						take(msg)
+					}
 				}
-				queued[turn] = slices.Delete(q, 0, i+1)
-				turn = (turn + 1) % nw
 				moved = true
 			}
 			if finished == nw {
@@ -514,127 +541,166 @@ func addAnalyze(a, b analyze.Stats) analyze.Stats {
 	return a
 }
 
-// retryKey is the identity of "the same request", as the Analyzer keys
-// it (client IP, method, Host, target), hashed: the merger keeps one per
-// candidate, and a hash is 8 bytes where the strings were about 100.
-type retryKey uint64
-
-func keyOfRecord(r *analyze.Record) retryKey {
-	ip := r.Conn.Client
-	if ap, err := netip.ParseAddrPort(ip); err == nil {
-		ip = ap.Addr().String()
-	}
-	h := fnv.New64a()
-	for _, s := range [...]string{ip, r.Request.Method, r.Request.Host, r.Request.Target} {
-		h.Write([]byte(s))
-		h.Write([]byte{0}) // no field can run into the next
-	}
-	return retryKey(h.Sum64())
+// item is one thing a worker decided, in the order it decided it: a
+// record, or (rec nil) the retry-link event evs[ev] of its message. key
+// places it among the items other workers decided in the same batch: the
+// number of the packet being fed, or afterBatch for what the batch's
+// clock tick decided.
+type item struct {
+	key uint64
+	rec *analyze.Record
+	ev  int32
 }
 
-// retryCand is what the merger remembers of a record that may turn out
-// to be the retry of a 417 another worker saw: not the record, which is
-// emitted at once and may be large.
-type retryCand struct {
-	at       int64 // the request's headers end, Unix nanoseconds
-	key      retryKey
-	id       string
-	rec      *analyze.Record // set while the record itself is held (a pending 417)
-	noExpect bool
-	linked   bool
-}
+const afterBatch = math.MaxUint64
 
 // merger emits the workers' records and links 417s to retries that
-// happened in another worker.
-//
-// A retry is often emitted before the 417 it repeats is released (a
-// worker holds a 417 for the retry window): then only the 417 learns of
-// the link (RetriedBy); the retry's RetryOf stays nil in what was
-// emitted. A consumer that needs both ends completes them from the 417s.
+// happened in another worker, with one analyze.RetryLinker fed every
+// worker's events (see startMerger for their order). A 417 is held from
+// its event until the linker decides (a retry without Expect, its window
+// passed, too many waiting, the end), as a single Analyzer holds it.
 type merger struct {
-	window time.Duration
 	all    bool
 	emit   func(*analyze.Record)
-	// cands are records not (yet) known as a retry, by identity.
-	cands map[retryKey][]*retryCand
-	// pending are 417 negotiations released as never retried.
-	pending []*analyze.Record
-	maxSeen time.Time
-	adds    int
-	// minAt is at most the earliest candidate's at, and scanned the adds
-	// at the last scan of cands by prune: a scan costs a pass over every
-	// identity remembered, so it is made only when some candidate may be
-	// old enough to forget and not more often than once per candidate
-	// added since (it was a third of the merger's time on a capture of
-	// 237 000 records, where none ever was old enough).
-	minAt   int64
-	scanned int
-	// fifo bounds cands: the oldest candidates are forgotten beyond
-	// maxCands (a flood of requests degrades cross-worker linking, not memory).
-	fifo []*retryCand
+	linker *analyze.RetryLinker[string]
+	// held are the 417s the linker holds, with their record once it
+	// came (nil before); decided the outcomes of those whose record has
+	// not come yet, retryOf the 417 a request repeats until its record
+	// comes.
+	held    map[string]*analyze.Record
+	decided map[string]analyze.RetryOutcome
+	retryOf map[string]string
+	// lateItems are the events of each worker's final flush, linked at
+	// the end, with the records of the requests among them (lateReqs).
+	lateItems [][]lateItem
+	lateReqs  map[string]bool
 }
 
-// maxCands bounds the retry candidates the merger remembers (about 90
-// bytes each, 6 MiB in all), and maxPending the 417s it holds for a retry in another
-// worker: beyond it the older half is linked with the candidates seen so
-// far and emitted (a flood of 417s degrades cross-worker linking, not
-// memory).
-var (
-	maxCands   = 1 << 16
-	maxPending = 1 << 13
-)
+type lateItem struct {
+	rec *analyze.Record
+	ev  analyze.LinkEvent
+}
 
-func newMerger(window time.Duration, all bool, emit func(*analyze.Record)) *merger {
-	if window == 0 {
-		window = 30 * time.Second // analyze's default
+func newMerger(acfg analyze.Config, all bool, emit func(*analyze.Record), nw int) *merger {
+	if acfg.RetryWindow == 0 {
+		acfg.RetryWindow = 30 * time.Second // analyze's default
 	}
 	if emit == nil {
 		emit = func(*analyze.Record) {}
 	}
-	return &merger{window: window, all: all, emit: emit, cands: map[retryKey][]*retryCand{}}
+	m := &merger{all: all, emit: emit, held: map[string]*analyze.Record{}, decided: map[string]analyze.RetryOutcome{},
+		retryOf: map[string]string{}, lateItems: make([][]lateItem, nw), lateReqs: map[string]bool{}}
+	m.linker = analyze.NewRetryLinker(acfg.RetryWindow, acfg.MaxAwait, m.retryDecided)
+	return m
 }
 
-func unretried417(r *analyze.Record) bool {
-	return r.Type == analyze.TypeNegotiation && r.Final != nil && r.Final.Status == 417 && r.RetriedBy == nil && r.Request.Expect != ""
+// round takes one batch of every worker (batches[w] its messages, nil for
+// a worker past its last batch), item by item in capture order: by key,
+// then worker.
+func (m *merger) round(batches [][]recMsg) {
+	type cursor struct{ msg, i int }
+	cur := make([]cursor, len(batches))
+	head := func(w int) *item {
+		c := &cur[w]
+		for c.msg < len(batches[w]) && c.i == len(batches[w][c.msg].items) {
+			c.msg, c.i = c.msg+1, 0
+		}
+		if c.msg == len(batches[w]) {
+			return nil
+		}
+		return &batches[w][c.msg].items[c.i]
+	}
+	var clock time.Time
+	for _, b := range batches {
+		if len(b) > 0 && b[len(b)-1].now.After(clock) {
+			clock = b[len(b)-1].now
+		}
+	}
+	for {
+		best := -1
+		var bi *item
+		for w := range batches {
+			if it := head(w); it != nil && (bi == nil || it.key < bi.key) {
+				best, bi = w, it
+			}
+		}
+		if best < 0 {
+			break
+		}
+		msg := &batches[best][cur[best].msg]
+		cur[best].i++
+		if bi.rec != nil {
+			m.record(bi.rec)
+		} else {
+			m.event(&msg.evs[bi.ev])
+		}
+	}
+	if !clock.IsZero() {
+		m.linker.Advance(clock)
+	}
 }
 
-func (m *merger) add(r *analyze.Record) {
-	if r.Type != analyze.TypeNegotiation && r.Type != analyze.TypeExchange {
-		m.out(r)
+// late takes a message of a worker's final flush: records go on at once
+// but for the requests whose events are among the flush's; events wait.
+func (m *merger) late(msg recMsg) {
+	for _, it := range msg.items {
+		switch {
+		case it.rec == nil:
+			ev := msg.evs[it.ev]
+			if ev.Request {
+				m.lateReqs[ev.ID] = true
+			} else if _, ok := m.held[ev.ID]; !ok {
+				m.held[ev.ID] = nil // its record, should it come first, waits
+			}
+			m.lateItems[msg.worker] = append(m.lateItems[msg.worker], lateItem{ev: ev})
+		case m.lateReqs[it.rec.ID]:
+			m.lateItems[msg.worker] = append(m.lateItems[msg.worker], lateItem{rec: it.rec})
+		default:
+			m.record(it.rec)
+		}
+	}
+}
+
+func (m *merger) event(ev *analyze.LinkEvent) {
+	m.linker.Advance(ev.Now)
+	if ev.Request {
+		if orig := m.linker.Request(ev.ID, ev.Identity, ev.At, ev.Expect); orig != "" {
+			m.retryOf[ev.ID] = orig
+		}
 		return
 	}
-	if r.HeadersEndAt.After(m.maxSeen) {
-		m.maxSeen = r.HeadersEndAt
+	if _, ok := m.held[ev.ID]; !ok {
+		m.held[ev.ID] = nil
 	}
-	pending := unretried417(r)
-	if r.RetryOf == nil {
-		k := keyOfRecord(r)
-		c := &retryCand{at: r.HeadersEndAt.UnixNano(), key: k, id: r.ID, noExpect: r.Request.Expect == ""}
-		if len(m.cands) == 0 || c.at < m.minAt {
-			m.minAt = c.at
-		}
-		if pending {
-			c.rec = r
-		}
-		m.cands[k] = append(m.cands[k], c)
-		m.fifo = append(m.fifo, c)
-		if len(m.fifo) > maxCands {
-			m.forget(m.fifo[0])
-			m.fifo[0] = nil
-			m.fifo = m.fifo[1:]
+	m.linker.Rejected(ev.ID, ev.Identity, ev.At, ev.ID)
+}
+
+func (m *merger) record(r *analyze.Record) {
+	if orig, ok := m.retryOf[r.ID]; ok {
+		delete(m.retryOf, r.ID)
+		if r.RetryOf == nil {
+			r.RetryOf = &orig
 		}
 	}
-	if pending {
-		m.pending = append(m.pending, r) // emitted by prune or finish
-		if len(m.pending) > maxPending {
-			m.resolveOldest(len(m.pending) / 2)
-		}
-	} else {
-		m.out(r)
+	if o, ok := m.decided[r.ID]; ok {
+		delete(m.decided, r.ID)
+		link(r, o)
+	} else if h, ok := m.held[r.ID]; ok && h == nil {
+		m.held[r.ID] = r
+		return
 	}
-	if m.adds++; m.adds&4095 == 0 {
-		m.prune()
+	m.out(r)
+}
+
+func (m *merger) retryDecided(id string, o analyze.RetryOutcome) {
+	r, ok := m.held[id]
+	delete(m.held, id)
+	if !ok || r == nil {
+		m.decided[id] = o
+		return
 	}
+	link(r, o)
+	m.out(r)
 }
 
 func (m *merger) out(r *analyze.Record) {
@@ -644,138 +710,40 @@ func (m *merger) out(r *analyze.Record) {
 	m.emit(r)
 }
 
-// prune forgets candidates too old for any 417 still to come: a worker
-// releases a never-retried 417 once its capture time passed the 417 by
-// the retry window, and workers run close together in capture time.
-func (m *merger) prune() {
-	// 417s old enough that every retry must have been seen are linked and
-	// emitted now, so that a long (live) run does not hold them to the end.
-	if len(m.pending) > 0 && m.pending[0].Final.At.Before(m.maxSeen.Add(-2*m.window)) {
-		old := m.pending
-		m.pending = nil
-		var keep []*analyze.Record
-		for _, r := range old {
-			if r.Final.At.Before(m.maxSeen.Add(-2 * m.window)) {
-				m.pending = append(m.pending, r)
+// finish links the events of the final flushes, in worker order, then
+// releases every 417 still held.
+func (m *merger) finish() {
+	for w, items := range m.lateItems {
+		for i := range items {
+			if items[i].rec != nil {
+				m.record(items[i].rec)
 			} else {
-				keep = append(keep, r)
+				m.event(&items[i].ev)
 			}
 		}
-		m.resolve()
-		m.pending = keep
+		m.lateItems[w] = nil
 	}
-	limit := m.maxSeen.Add(-3 * m.window)
-	if limit.UnixNano() <= m.minAt || m.adds-m.scanned < len(m.cands) {
+	m.linker.Flush()
+	for id, r := range m.held { // a 417 the linker never saw: not expected
+		if r != nil {
+			m.out(r)
+		}
+		delete(m.held, id)
+	}
+}
+
+// link records what came of a 417 another worker's Analyzer released at
+// once, with the flags the Analyzer sets (RFC 9110 10.1.1): a retry
+// without Expect turns no-retry-after-417 into retried-without-expect;
+// one that asks for 100-continue again is named but leaves
+// no-retry-after-417 set.
+func link(orig *analyze.Record, o analyze.RetryOutcome) {
+	if o.RetriedBy == "" {
 		return
 	}
-	m.scanned = m.adds
-	// The identities of the pending 417s, made once: a scan of pending
-	// per key would cost maxPending hashes for every identity remembered.
-	pending := make(map[retryKey]bool, len(m.pending))
-	for _, r := range m.pending {
-		pending[keyOfRecord(r)] = true
-	}
-	m.minAt = math.MaxInt64
-	for k, list := range m.cands {
-		i := 0
-		for i < len(list) && list[i].at < limit.UnixNano() && !pending[k] {
-			i++
-		}
-		if i == len(list) {
-			delete(m.cands, k)
-			continue
-		} else if i > 0 {
-			m.cands[k] = slices.Clone(list[i:])
-		}
-		for _, c := range list[i:] {
-			m.minAt = min(m.minAt, c.at)
-		}
-	}
-	if len(m.cands) == 0 {
-		m.fifo = nil
-	}
-}
-
-// resolveOldest links and emits the n pending 417s with the earliest 417.
-func (m *merger) resolveOldest(n int) {
-	slices.SortFunc(m.pending, func(a, b *analyze.Record) int {
-		if c := a.Final.At.Compare(b.Final.At); c != 0 {
-			return c
-		}
-		if c := a.HeadersEndAt.Compare(b.HeadersEndAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	keep := slices.Clone(m.pending[n:])
-	m.pending = m.pending[:n]
-	m.resolve()
-	m.pending = keep
-}
-
-func (m *merger) forget(c *retryCand) {
-	list := m.cands[c.key]
-	if i := slices.Index(list, c); i >= 0 {
-		list = slices.Delete(list, i, i+1)
-	}
-	if len(list) == 0 {
-		delete(m.cands, c.key)
-	} else {
-		m.cands[c.key] = list
-	}
-}
-
-// finish links the pending 417s, in the order of their 417, each to the
-// earliest candidate (by headers end, then id), and emits them.
-func (m *merger) finish() {
-	m.resolve()
-	clear(m.cands)
-}
-
-func (m *merger) resolve() {
-	byTime := func(a, b *retryCand) int {
-		if c := cmp.Compare(a.at, b.at); c != 0 {
-			return c
-		}
-		return strings.Compare(a.id, b.id)
-	}
-	slices.SortFunc(m.pending, func(a, b *analyze.Record) int {
-		if c := a.Final.At.Compare(b.Final.At); c != 0 {
-			return c
-		}
-		if c := a.HeadersEndAt.Compare(b.HeadersEndAt); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
-	for _, list := range m.cands {
-		slices.SortFunc(list, byTime)
-	}
-	for _, orig := range m.pending {
-		for _, c := range m.cands[keyOfRecord(orig)] {
-			if final := orig.Final.At.UnixNano(); c.id == orig.ID || c.linked || c.at < final || c.at-final >= int64(m.window) {
-				continue
-			}
-			link(orig, c)
-			break
-		}
-		m.out(orig)
-	}
-	m.pending = nil
-}
-
-// link records that c repeated the request orig got a 417 for, with the
-// flags the Analyzer sets (RFC 9110 10.1.1): a retry without Expect turns
-// no-retry-after-417 into retried-without-expect; one that asks for
-// 100-continue again is linked but leaves no-retry-after-417 set.
-func link(orig *analyze.Record, c *retryCand) {
-	id, cid := orig.ID, c.id
-	orig.RetriedBy = &cid
-	c.linked = true
-	if c.rec != nil { // not emitted yet
-		c.rec.RetryOf = &id
-	}
-	if c.noExpect {
+	id := o.RetriedBy
+	orig.RetriedBy = &id
+	if o.WithoutExpect {
 		if i := slices.Index(orig.Flags, analyze.FlagNoRetryAfter417); i >= 0 {
 			orig.Flags[i] = analyze.FlagRetriedWithoutExpect
 		} else {
