@@ -696,7 +696,9 @@ func (m *merger) retryDecided(id string, o analyze.RetryOutcome) {
 	r, ok := m.held[id]
 	delete(m.held, id)
 	if !ok || r == nil {
-		m.decided[id] = o
+		if o.RetriedBy != "" { // else the record, when it comes, is right as it is
+			m.decided[id] = o
+		}
 		return
 	}
 	link(r, o)
