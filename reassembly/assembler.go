@@ -29,13 +29,13 @@ const (
 // MaxConnsFor: one costs 380 bytes while it idles (its state here and in
 // the analysis, TestConnMemory) but about 3 KiB while it carries an
 // exchange (parser state, request, the record on its way out), so with
-// one connection per ConnBudget bytes even all of them busy at once take
-// three quarters of the memory limit.
-const ConnBudget = 4 << 10
+// one connection per ConnBudget bytes even all of them busy at once leave
+// the collector room under the memory limit.
+const ConnBudget = 3584
 
 // MaxConnsFor is the connection cap (Config.MaxConns) that fits a memory
 // limit of limit bytes: one connection per ConnBudget bytes, from 1024 up
-// to DefaultMaxConns (reached at 256 MiB; 20 480 at 80 MiB). No limit
+// to DefaultMaxConns (reached at 224 MiB; 20 480 at 70 MiB). No limit
 // (limit <= 0 or math.MaxInt64) gives DefaultMaxConns.
 func MaxConnsFor(limit int64) int {
 	if limit <= 0 || limit == math.MaxInt64 {

@@ -244,9 +244,10 @@ func TestMaxConnsFor(t *testing.T) {
 		{0, DefaultMaxConns},
 		{math.MaxInt64, DefaultMaxConns},
 		{1 << 20, 1024},
-		{80 << 20, 20480},
-		{128 << 20, 32768},
-		{256 << 20, DefaultMaxConns},
+		{70 << 20, 20480},
+		{128 << 20, 37449},
+		{224 << 20, DefaultMaxConns},
+		{223 << 20, 65243},
 		{1 << 40, DefaultMaxConns},
 	}
 	for _, tt := range tests {

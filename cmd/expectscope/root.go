@@ -242,8 +242,8 @@ Percentiles are nearest-rank: the value at rank ceil(p/100 x N).
 	f.BoolVar(&o.all, "all", false, "also print exchanges without Expect (e.g. unsolicited 100s)")
 	f.DurationVar(&o.noWaitUnder, "no-wait-under", 10*time.Millisecond, "a body sent this soon after the headers, before any answer, counts as not waiting")
 	f.IntVar(&o.maxHeader, "max-header-bytes", 64<<10, "largest header block parsed; larger is a parse error")
-	f.IntVar(&o.maxConns, "max-conns", 0, fmt.Sprintf("connections tracked at once; beyond it the least recently active is dropped (counted as evicted_conns) and picked up again at its next message; 0 for one per %d KiB of the memory limit, from 1024 to %d (%d at the default limit, %d without a limit)",
-		reassembly.ConnBudget>>10, reassembly.DefaultMaxConns, reassembly.MaxConnsFor(defaultMemoryLimit), reassembly.DefaultMaxConns))
+	f.IntVar(&o.maxConns, "max-conns", 0, fmt.Sprintf("connections tracked at once; beyond it the least recently active is dropped (counted as evicted_conns) and picked up again at its next message; 0 for one per %.1f KiB of the memory limit, from 1024 to %d (%d at the default limit, %d without a limit)",
+		float64(reassembly.ConnBudget)/1024, reassembly.DefaultMaxConns, reassembly.MaxConnsFor(defaultMemoryLimit), reassembly.DefaultMaxConns))
 	f.IntVar(&o.maxBuffered, "max-buffered-bytes", reassembly.DefaultMaxBufferedTotal, "out-of-order bytes held for all connections; beyond it holes become gaps")
 	f.StringVar(&o.writeFlagged, "write-flagged", "", "write every packet of the connections with a flagged selected negotiation (and of their hops' other legs) to this pcap file (not with stdin)")
 	f.StringVar(&o.progress, "progress", "auto", "progress bar on stderr while reading files: auto (when stderr is a terminal), always, never")
