@@ -44,14 +44,14 @@ import (
 // With sharding by 4-tuple the retry may land in another worker. Sharding
 // by client address instead would keep them together but would put a
 // capture of one client and one server (loopback, a single proxy) on
-// one core. So connections are sharded by 4-tuple and the merger links
-// what the workers could not: workers analyze with All (plain exchanges
-// are retry candidates; the merger drops them unless the caller asked
-// for All), a 417 negotiation a worker released as never retried is held
-// by the merger, and at the end it is linked to the earliest request with
-// the same identity that ended its headers within RetryWindow after the
-// 417 (and was not a retry already), as the Analyzer does within one
-// worker, with the same flags and a fresh diagnosis.
+// one core. So connections are sharded by 4-tuple and the workers link
+// nothing themselves: their Analyzers (Config.LinkEvents) report each
+// request and each 417 as a LinkEvent instead, and hand a 417 over as if
+// never retried. The merger feeds the events of all workers, in capture
+// order, to one analyze.RetryLinker, holds each 417 until it decides, and
+// then sets the same flags a single Analyzer would. Workers analyze with
+// All (a plain request can be a retry; the merger drops plain exchanges
+// unless the caller asked for All).
 //
 // Epochs: every epochPackets segments (and at every source tick) the
 // reader sends every worker its batch, even empty, as the end of an
