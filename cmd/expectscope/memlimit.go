@@ -62,7 +62,8 @@ func (b *byteSize) Type() string { return "size" }
 func applyMemoryLimit(b byteSize) {
 	if b == 0 {
 		debug.SetMemoryLimit(math.MaxInt64)
-		return
+	} else {
+		debug.SetMemoryLimit(int64(b))
 	}
-	debug.SetMemoryLimit(int64(b))
+	paceCollector()
 }
