@@ -153,7 +153,9 @@ func (a *Analyzer) tick(at time.Time) {
 	if at.After(a.now) {
 		a.now = at
 	}
-	a.linker.Advance(a.now) // retry waits expire by capture time
+	if a.linker.Waiting() > 0 { // called for every segment: nothing to do, mostly
+		a.linker.Advance(a.now) // retry waits expire by capture time
+	}
 }
 
 // identityOf is the identity of request rh on c for retry linking.
