@@ -254,7 +254,7 @@ func (s *fileSource) Next() (*Segment, error) {
 			s.refill(in)
 		}
 	} else if s.last != nil {
-		s.refill(s.last)
+		s.advanceTop()
 	}
 	s.last = nil
 	for {
@@ -266,24 +266,46 @@ func (s *fileSource) Next() (*Segment, error) {
 		if len(s.heap) == 0 {
 			return nil, io.EOF
 		}
-		in := heap.Pop(&s.heap).(*input)
+		in := s.heap[0]
 		ok, _ := s.dec.Decode(in.link, in.data, in.ts, in.wire, &s.seg)
 		if ok {
 			s.last = in
 			return &s.seg, nil
 		}
 		// Not a segment: nothing aliases this packet, move on.
-		s.refill(in)
+		s.advanceTop()
 	}
 }
 
-// refill advances in and puts it back in the heap, or retires it.
+// refill advances in and puts it in the heap, or retires it.
 func (s *fileSource) refill(in *input) {
-	err := in.advance()
-	if err == nil {
-		heap.Push(&s.heap, in)
+	if err := in.advance(); err != nil {
+		s.retire(in, err)
 		return
 	}
+	heap.Push(&s.heap, in)
+}
+
+// advanceTop advances the input at the top of the heap, the one that gave
+// the last record, and puts it back in order, or retires it. It stays in
+// the heap meanwhile: with one input (the usual case) there is no order
+// to restore, and the heap's order (time, then file) is total, so the
+// records come out as by popping and pushing.
+func (s *fileSource) advanceTop() {
+	in := s.heap[0]
+	if err := in.advance(); err != nil {
+		heap.Pop(&s.heap)
+		s.retire(in, err)
+		return
+	}
+	if len(s.heap) > 1 {
+		heap.Fix(&s.heap, 0)
+	}
+}
+
+// retire closes an input that ended, keeping its warning if it ended in
+// an error.
+func (s *fileSource) retire(in *input, err error) {
 	if w, ok := err.(*Warning); ok {
 		s.files++
 		s.warns = append(s.warns, w)

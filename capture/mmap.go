@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"container/heap"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -105,7 +104,7 @@ func (s *fileSource) NextFrame(f *Frame) error {
 			s.refill(in)
 		}
 	} else if s.last != nil {
-		s.refill(s.last)
+		s.advanceTop()
 	}
 	s.last = nil
 	if len(s.warns) > 0 {
@@ -116,7 +115,7 @@ func (s *fileSource) NextFrame(f *Frame) error {
 	if len(s.heap) == 0 {
 		return io.EOF
 	}
-	in := heap.Pop(&s.heap).(*input)
+	in := s.heap[0]
 	*f = Frame{Data: in.data, Time: in.ts, WireLen: in.wire, Link: in.link}
 	s.last = in
 	return nil
