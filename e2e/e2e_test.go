@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -321,14 +322,19 @@ func waitFor(t *testing.T, buf *syncBuf, d time.Duration, what string, cond func
 // startLive runs expectscope live on lo and waits until it captures.
 func startLive(t *testing.T, args ...string) (*proc, *syncBuf, *syncBuf) {
 	t.Helper()
+	return startLiveOn(t, "lo", args...)
+}
+
+func startLiveOn(t *testing.T, iface string, args ...string) (*proc, *syncBuf, *syncBuf) {
+	t.Helper()
 	stdout, stderr := &syncBuf{}, &syncBuf{}
-	cmd := exec.Command(bin, append([]string{"live", "-i", "lo", "--format", "ndjson"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"live", "-i", iface, "--format", "ndjson"}, args...)...)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	p := start(t, cmd)
 	waitFor(t, stderr, 10*time.Second, "expectscope to start capturing", func(s string) bool {
-		return strings.Contains(s, "capturing on lo") || strings.Contains(s, "expectscope:") && !strings.Contains(s, "capturing")
+		return strings.Contains(s, "capturing on "+iface) || strings.Contains(s, "expectscope:") && !strings.Contains(s, "capturing")
 	})
-	if !strings.Contains(stderr.String(), "capturing on lo") {
+	if !strings.Contains(stderr.String(), "capturing on "+iface) {
 		t.Fatalf("live did not start: %s", stderr.String())
 	}
 	return p, stdout, stderr
@@ -341,6 +347,11 @@ func TestLiveLoopback(t *testing.T) {
 	big := bodyFile(t, dir, 2<<20) // > 1 MiB: curl adds Expect itself, and retries without it after 417
 
 	live, stdout, stderr := startLive(t, "--port", strconv.Itoa(port), "--duration", "8s")
+	// The same traffic seen on every interface at once (-i any: cooked
+	// frames, the loopback's outgoing copies dropped by interface) must
+	// give the same records.
+	anyPcap := filepath.Join(dir, "any.pcap")
+	liveAny, stdoutAny, stderrAny := startLiveOn(t, "any", "--port", strconv.Itoa(port), "--duration", "8s", "-w", anyPcap)
 	t0 := time.Now()
 	sent := map[string]string{
 		"/up/continued":     curl(t, "-T", small, "-H", "Expect: 100-continue", base+"/up/continued"),
@@ -425,6 +436,42 @@ func TestLiveLoopback(t *testing.T) {
 	if _, ok := sum.Input["kernel_drops"]; !ok {
 		t.Errorf("no kernel_drops in the summary: %v", sum.Input)
 	}
+
+	liveAny.wait(t, 20*time.Second)
+	if liveAny.err != nil {
+		t.Fatalf("live -i any: %v\n%s", liveAny.err, stderrAny.String())
+	}
+	recsAny, sumAny := parse(t, []byte(stdoutAny.String()))
+	if got, want := negotiationsKey(recsAny), negotiationsKey(recs); got != want {
+		t.Errorf("-i any saw other negotiations than -i lo:\n any: %s\n lo:  %s", got, want)
+	}
+	if sumAny == nil || sumAny.Input["packets"] != sum.Input["packets"] {
+		t.Errorf("-i any read %v packets, -i lo %v", sumAny.Input["packets"], sum.Input["packets"])
+	}
+	// What -w saved reads back to the same negotiations.
+	out, err := exec.Command(bin, "read", "--format", "ndjson", anyPcap).Output()
+	if err != nil {
+		t.Fatalf("read %s: %v", anyPcap, err)
+	}
+	recsRead, _ := parse(t, out)
+	if got, want := negotiationsKey(recsRead), negotiationsKey(recs); got != want {
+		t.Errorf("the pcap -i any saved reads as other negotiations:\n read: %s\n live: %s", got, want)
+	}
+}
+
+// negotiationsKey lists what each negotiation was, sorted, for comparing
+// two captures of the same traffic.
+func negotiationsKey(recs []*record) string {
+	var keys []string
+	for _, r := range recs {
+		st := 0
+		if r.Final != nil {
+			st = r.Final.Status
+		}
+		keys = append(keys, fmt.Sprintf("%s %s %v %d %d", r.Request.Target, r.Verdict, r.Flags, st, r.BodyBytes))
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, "; ")
 }
 
 func TestPipeStreams(t *testing.T) {

@@ -66,7 +66,7 @@ Live capture needs CAP_NET_RAW: run as root, or once
 		},
 	}
 	f := cmd.Flags()
-	f.StringVarP(&o.iface, "interface", "i", "", "interface to capture on (required), e.g. eth0 or lo")
+	f.StringVarP(&o.iface, "interface", "i", "", "interface to capture on (required), e.g. eth0 or lo, or any for every interface (frames saved by -w as tcpdump -i any saves them: Linux cooked v2)")
 	f.Uint16Var(&o.port, "port", 0, "capture only TCP to or from this port (kernel filter)")
 	f.StringSliceVar(&o.hosts, "host", nil, "capture only TCP to or from this address (or name; repeatable)")
 	f.StringVar(&o.bpfDDD, "bpf-ddd", "", "kernel filter from a file holding the output of: tcpdump -i IFACE -ddd EXPR (replaces --port/--host)")

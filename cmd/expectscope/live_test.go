@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -81,6 +83,10 @@ func TestRecordStreamTableEscapes(t *testing.T) {
 }
 
 func TestLiveUsageErrors(t *testing.T) {
+	ddd := filepath.Join(t.TempDir(), "ddd")
+	if err := os.WriteFile(ddd, []byte("1\n6 0 0 262144\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		code int
@@ -91,6 +97,7 @@ func TestLiveUsageErrors(t *testing.T) {
 		{[]string{"live", "-i", "lo", "--format", "json"}, exitUsage, "cannot stream"},
 		{[]string{"live", "-i", "lo", "--fanout", "70000"}, exitUsage, "--fanout"},
 		{[]string{"live", "-i", "lo", "--bpf-ddd", "x", "--port", "80"}, exitUsage, "replaces"},
+		{[]string{"live", "-i", "any", "--bpf-ddd", ddd}, exitInput, "cannot be used on any"},
 	} {
 		var stdout, stderr bytes.Buffer
 		code := run(context.Background(), c.args, strings.NewReader(""), &stdout, &stderr)
