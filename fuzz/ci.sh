@@ -31,6 +31,7 @@ targets="
 ./analyze FuzzConn
 ./pipeline FuzzPipeline
 ./report FuzzEscape
+./report FuzzAppendRecordJSON
 ./cmd/expectscope FuzzSpillCodec
 "
 if [ $# -eq 2 ]; then

@@ -110,8 +110,13 @@ func writeJSONValue(w io.Writer, v any, indent string) error {
 func WriteNDJSON(w io.Writer, out *Output) error {
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
+	var b []byte
 	for _, r := range out.Records {
-		if err := enc.Encode(r); err != nil {
+		var err error
+		if b, err = AppendRecordJSON(b[:0], r); err != nil {
+			return err
+		}
+		if _, err := w.Write(append(b, '\n')); err != nil {
 			return err
 		}
 	}

@@ -196,12 +196,12 @@ func (rw *RecordWriter) encodePending() error {
 		buf := &rw.bufs[p]
 		buf.Reset()
 		if rw.format == FormatNDJSON {
-			enc := json.NewEncoder(buf)
-			enc.SetEscapeHTML(false)
 			for _, r := range recs[lo:hi] {
-				if errs[p] = enc.Encode(r); errs[p] != nil {
+				b, err := AppendRecordJSON(buf.AvailableBuffer(), r)
+				if errs[p] = err; err != nil {
 					return
 				}
+				buf.Write(append(b, '\n'))
 			}
 			return
 		}

@@ -280,6 +280,7 @@ type recordStream struct {
 	// FailOn lists the verdicts and flags Failed looks for.
 	FailOn  []string
 	enc     *json.Encoder
+	line    []byte // a record's ndjson line
 	sp      *spill // every record, for correlation and the summary
 	emitted int
 	printed int
@@ -331,7 +332,9 @@ func (s *recordStream) Emit(r *analyze.Record) {
 	}
 	switch s.format {
 	case report.FormatNDJSON:
-		s.err = s.enc.Encode(r)
+		if s.line, s.err = report.AppendRecordJSON(s.line[:0], r); s.err == nil {
+			_, s.err = s.w.Write(append(s.line, '\n'))
+		}
 	default:
 		if !s.header {
 			s.header = true
