@@ -157,7 +157,7 @@ func FuzzAppendRecordJSON(f *testing.F) {
 			Interim:      []analyze.Interim{{Status: 100, Reason: ua, At: at}},
 			Final:        &analyze.Final{Status: 417, Reason: method, At: at},
 			HeadersEndAt: at, BodyStartAt: &at, Wait100Ms: &ms, Flags: []analyze.Flag{analyze.Flag(method)},
-			Diagnosis:    target, RetryOf: &ua}
+			Diagnosis: target, RetryOf: &ua}
 		want, werr := marshalStd(t, r)
 		got, gerr := AppendRecordJSON(nil, r)
 		if (werr != nil) != (gerr != nil) {
