@@ -394,6 +394,7 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 	}
 	slices.SortFunc(want, func(a, b at) int { return cmp.Compare(a.seq, b.seq) })
 	recs := make([]*analyze.Record, 0, len(want))
+	in := interner{}
 	for _, w := range want {
 		if w.rec != nil {
 			recs = append(recs, w.rec)
@@ -407,7 +408,7 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 		if k <= 0 || n != uint64(len(b)-k) {
 			return nil, fmt.Errorf("spilled record at %d: bad length", w.off)
 		}
-		r, err := decodeRecord(b[k:])
+		r, err := decodeRecordIn(b[k:], in)
 		if err != nil {
 			return nil, err
 		}
@@ -421,6 +422,7 @@ type runReader struct {
 	r   *bufio.Reader
 	cur *analyze.Record
 	buf []byte
+	in  interner
 }
 
 func (rr *runReader) next() error {
@@ -439,7 +441,7 @@ func (rr *runReader) next() error {
 	if _, err := io.ReadFull(rr.r, b); err != nil {
 		return fmt.Errorf("spilled record: %w", noEOF(err))
 	}
-	rr.cur, err = decodeRecord(b)
+	rr.cur, err = decodeRecordIn(b, rr.in)
 	return err
 }
 
@@ -495,8 +497,9 @@ func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Reco
 		return nil
 	}
 	h := make(runHeap, 0, len(s.runs))
+	in := interner{}
 	for _, run := range s.runs {
-		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 16<<10)}
+		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 16<<10), in: in}
 		if err := rr.next(); err != nil {
 			return err
 		}

@@ -22,9 +22,21 @@ func roundTrip(t *testing.T, r *analyze.Record) *analyze.Record {
 		t.Fatalf("%s: %v", r.ID, err)
 	}
 	// Every shorter encoding is an error, never a panic or a record.
+	in := interner{}
 	for i := range len(b) - k {
 		if _, err := decodeRecord(b[k : k+i]); err == nil {
 			t.Fatalf("%s: %d of %d bytes decoded without error", r.ID, i, len(b)-k)
+		}
+		if _, err := decodeRecordIn(b[k:k+i], in); err == nil {
+			t.Fatalf("%s: %d of %d bytes decoded without error (interned)", r.ID, i, len(b)-k)
+		}
+	}
+	// Sharing strings changes nothing, the second time (from the
+	// interner) as the first.
+	for range 2 {
+		again, err := decodeRecordIn(b[k:], in)
+		if err != nil || !reflect.DeepEqual(again, got) {
+			t.Fatalf("%s: interned decoding differs: %v\n%+v\n%+v", r.ID, err, again, got)
 		}
 	}
 	return got
