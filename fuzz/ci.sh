@@ -8,7 +8,7 @@
 #
 #   fuzz/ci.sh                      # from the repository root, 50000x each
 #   FUZZTIME=10m fuzz/ci.sh         # the issue's local soak
-#   fuzz/ci.sh ./analyze FuzzConn   # one target
+#   fuzz/ci.sh ./analyze FuzzConn   # one target (with its budget: fuzz/ci.sh PKG TARGET 100x)
 set -eu
 cd "$(dirname "$0")/.."
 # The default budget counts executions, not seconds: with a duration, Go
@@ -16,6 +16,7 @@ cd "$(dirname "$0")/.."
 # ("context deadline exceeded", no crasher written) when a loaded machine
 # keeps a worker busy past it (golang/go#75804, fixed in Go 1.27). A count
 # never races a clock; on a slow machine it only takes longer.
+FUZZTIME_SET=${FUZZTIME:-}
 FUZZTIME=${FUZZTIME:-50000x}
 # Minimising a new input can outlast a short budget; keep it short.
 MINTIME=${FUZZMINIMIZETIME:-2000x}
@@ -30,16 +31,26 @@ targets="
 ./analyze FuzzChunked
 ./analyze FuzzConn
 ./pipeline FuzzPipeline
+./pipeline FuzzWorkersAgree 1000x
 ./report FuzzEscape
 ./report FuzzAppendRecordJSON
 ./cmd/expectscope FuzzSpillCodec
 "
-if [ $# -eq 2 ]; then
-	targets="$1 $2"
+if [ $# -ge 2 ]; then
+	# One target: its own budget from the list unless given (or FUZZTIME set).
+	targets=$(echo "$targets" | awk -v p="$1" -v t="$2" '$1 == p && $2 == t')
+	[ -n "$targets" ] || targets="$1 $2"
+	[ $# -lt 3 ] || targets="$1 $2 $3"
 fi
 
-echo "$targets" | while read -r pkg target; do
+# A third column is a target's own budget when FUZZTIME is not set (a
+# target that runs the whole pipeline several times an input).
+echo "$targets" | while read -r pkg target budget; do
 	[ -n "$pkg" ] || continue
-	echo "fuzz: $pkg $target for $FUZZTIME"
-	go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINTIME" ${FUZZFLAGS:-}
+	t=$FUZZTIME
+	if [ -z "${FUZZTIME_SET:-}" ] && [ -n "${budget:-}" ]; then
+		t=$budget
+	fi
+	echo "fuzz: $pkg $target for $t"
+	go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$t" -fuzzminimizetime "$MINTIME" ${FUZZFLAGS:-}
 done
