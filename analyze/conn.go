@@ -59,6 +59,12 @@ type exchange struct {
 	retired, emitted     bool
 	connEnd              string
 	endAt                time.Time
+	// serverEnd is when the server had closed or reset as the exchange
+	// retired (zero: it had not). Taken then, not when the record is
+	// made: a 417 held for its retry is recorded later, and what the
+	// connection did meanwhile must not change it (nor depend on whether
+	// the retry was looked for here or by the merger of several workers).
+	serverEnd time.Time
 }
 
 // conn follows one TCP connection: it implements reassembly.Stream.
@@ -669,6 +675,7 @@ func (c *conn) finish(e *exchange, end string, at time.Time) {
 	e.retired = true
 	e.connEnd = end
 	e.endAt = at
+	e.serverEnd = c.ended(c.client.Other())
 	if e.endAt.IsZero() {
 		e.endAt = c.a.now
 	}
@@ -806,8 +813,9 @@ func (e *exchange) facts() *Facts {
 		FirstGap:      e.firstGap,
 		Misframed:     e.misframed,
 	}
-	if end := c.ended(c.client.Other()); !end.IsZero() {
-		f.ServerEnd = end
+	f.ServerEnd = e.serverEnd
+	if !e.retired {
+		f.ServerEnd = c.ended(c.client.Other())
 	}
 	return f
 }

@@ -2,6 +2,8 @@ package pipeline_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -13,13 +15,15 @@ import (
 // concurrency and impairment (loss, reordering, retransmission), with
 // few 417s remembered (so that some are given up on), 2 and 3 workers
 // give the records and counts one worker gives, read as a stream
-// (epochs) and mapped (batches). What one worker gives is the reference:
-// it is the Analyzer alone, with no merger.
+// (epochs) and mapped (batches), also when records are moved up to 20
+// places later in the file (capture time going backwards, as multi-queue
+// NICs write it). What one worker gives is the reference: it is the
+// Analyzer alone, with no merger.
 func FuzzWorkersAgree(f *testing.F) {
-	f.Add(uint64(1), uint16(60), uint16(20), uint32(0xffffffff), uint8(0), uint8(0), uint8(0), uint8(16))
-	f.Add(uint64(2), uint16(250), uint16(90), uint32(0b1111110), uint8(8), uint8(20), uint8(20), uint8(2))
-	f.Add(uint64(3), uint16(120), uint16(5), uint32(0b10001000110), uint8(0), uint8(40), uint8(0), uint8(1))
-	f.Fuzz(func(t *testing.T, seed uint64, sessions, conc uint16, mix uint32, loss, reorder, retrans, maxAwait uint8) {
+	f.Add(uint64(1), uint16(60), uint16(20), uint32(0xffffffff), uint8(0), uint8(0), uint8(0), uint8(16), uint8(0))
+	f.Add(uint64(2), uint16(250), uint16(90), uint32(0b1111110), uint8(8), uint8(20), uint8(20), uint8(2), uint8(0))
+	f.Add(uint64(3), uint16(120), uint16(5), uint32(0b10001000110), uint8(0), uint8(40), uint8(0), uint8(1), uint8(8))
+	f.Fuzz(func(t *testing.T, seed uint64, sessions, conc uint16, mix uint32, loss, reorder, retrans, maxAwait, moves uint8) {
 		var only []string
 		for i, n := range gen.Scenarios() {
 			if mix&(1<<i) != 0 {
@@ -33,6 +37,7 @@ func FuzzWorkersAgree(f *testing.F) {
 			BodyMin: 100, BodyMax: 4000, Only: only,
 			Loss: float64(loss%32) / 256, Reorder: float64(reorder%64) / 256, Retrans: float64(retrans%64) / 256}
 		pcap, _ := generate(t, cfg)
+		pcap = moveRecords(pcap, seed, float64(moves%16)/256)
 		acfg := analyze.Config{All: true, MaxAwait: 1 + int(maxAwait%32)}
 		recs, wres := runBytes(t, pcap, pipeline.Options{Workers: 1, Analyze: acfg})
 		want := ndjsonOf(t, recs)
@@ -54,4 +59,33 @@ func FuzzWorkersAgree(f *testing.F) {
 			t.Fatalf("%+v: 2 workers, mapped: counts\n%+v\nwant\n%+v", cfg, res.Analyze, wres.Analyze)
 		}
 	})
+}
+
+// moveRecords swaps records of a little-endian pcap (capgen's) with one
+// up to 20 places later, each with probability p.
+func moveRecords(pcap []byte, seed uint64, p float64) []byte {
+	if p == 0 || len(pcap) < 24 {
+		return pcap
+	}
+	var recs [][]byte
+	for off := 24; off+16 <= len(pcap); {
+		n := 16 + int(binary.LittleEndian.Uint32(pcap[off+8:]))
+		if off+n > len(pcap) {
+			break
+		}
+		recs = append(recs, pcap[off:off+n])
+		off += n
+	}
+	rnd := rand.New(rand.NewPCG(seed, 99))
+	for i := range recs {
+		if rnd.Float64() < p {
+			j := min(i+1+rnd.IntN(20), len(recs)-1)
+			recs[i], recs[j] = recs[j], recs[i]
+		}
+	}
+	out := append([]byte(nil), pcap[:24]...)
+	for _, r := range recs {
+		out = append(out, r...)
+	}
+	return out
 }
