@@ -350,7 +350,8 @@ type piece struct {
 // Segments are expected in capture order; time is taken from seg.Time
 // only, never from the wall clock.
 func (a *Assembler) Add(seg *capture.Segment) {
-	if ns := nanos(seg.Time); !a.haveNow || ns > a.nowNs {
+	ns := nanos(seg.Time)
+	if !a.haveNow || ns > a.nowNs {
 		a.now, a.nowNs = seg.Time, ns
 		a.haveNow = true
 	}
@@ -380,7 +381,7 @@ func (a *Assembler) Add(seg *capture.Segment) {
 			// TIME_WAIT: ignore the trailing segments, but a SYN with a
 			// new ISN starts a new connection on the same ports.
 			if !syn || retransSYN {
-				a.touch(c)
+				a.touch(c, ns)
 				return
 			}
 			a.remove(c)
@@ -405,7 +406,7 @@ func (a *Assembler) Add(seg *capture.Segment) {
 		c = a.openConn(key, srcIsLo, seg)
 	}
 	a.last = c
-	a.touch(c)
+	a.touch(c, ns)
 	a.segment(c, sideOf(c, srcIsLo), seg)
 }
 
@@ -920,8 +921,12 @@ func (a *Assembler) FlushAll(at time.Time) {
 
 // Activity list.
 
-func (a *Assembler) touch(c *conn) {
-	c.lastSeen = a.nowNs
+// touch marks c active at ns, the time of its segment: its own latest
+// time, not the clock (the latest time of any connection's), so that when
+// capture time goes back a little its idle deadline is the same however
+// the connections are spread over assemblers.
+func (a *Assembler) touch(c *conn, ns int64) {
+	c.lastSeen = max(c.lastSeen, ns)
 	if a.lruTail == c {
 		return
 	}
