@@ -238,14 +238,18 @@ func (p *packetSocket) read(timeout time.Duration) ([]byte, time.Time, int, bool
 			}
 			frame := buf[:min(n, len(buf))]
 			out := false
-			if ll, ok := from.(*unix.SockaddrLinklayer); ok {
+			ll, ok := from.(*unix.SockaddrLinklayer)
+			if ok {
 				out = ll.Pkttype == unix.PACKET_OUTGOING
-				if p.any {
-					out = out && p.loopback[ll.Ifindex]
-					putSLL2(p.buf[:sll2Len], ll)
-					frame = p.buf[:sll2Len+len(frame)]
-					n += sll2Len
+			}
+			if p.any {
+				if !ok {
+					continue // no address to build the cooked header from: never seen
 				}
+				out = out && p.loopback[ll.Ifindex]
+				putSLL2(p.buf[:sll2Len], ll)
+				frame = p.buf[:sll2Len+len(frame)]
+				n += sll2Len
 			}
 			return frame, ts, n, out, nil
 		}
