@@ -353,10 +353,13 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 	isUp := func(d *legDesc) bool {
 		return s.serverHosts[d.clientHost] || d.xff != "" || d.xrid != ""
 	}
+	anyUp, anyNamed := false, false
 	err := s.eachLeg(func(d *legDesc) {
+		anyNamed = anyNamed || d.interim && d.named
 		if !isUp(d) {
 			return
 		}
+		anyUp = true
 		if s.serverHosts[d.clientHost] {
 			upHosts[d.clientHost] = true
 		}
@@ -372,13 +375,21 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 	isDown := func(d *legDesc) bool {
 		return upHosts[d.serverHost] || fwdIPs[d.clientHost] || d.xrid != ""
 	}
+	if !anyUp && !anyNamed {
+		// No leg can be upstream (so none downstream, and no proxy to
+		// find), and no 100 or 417 names an intermediary: the usual
+		// capture, spared two more passes over every leg.
+		return nil, nil
+	}
 	proxies := map[string]bool{}
-	if err := s.eachLeg(func(d *legDesc) {
-		if isDown(d) {
-			proxies[d.server] = true
+	if anyUp { // else no leg is downstream: isDown needs an upstream leg's host or X-Request-ID
+		if err := s.eachLeg(func(d *legDesc) {
+			if isDown(d) {
+				proxies[d.server] = true
+			}
+		}); err != nil {
+			return nil, err
 		}
-	}); err != nil {
-		return nil, err
 	}
 	type at struct {
 		off, size, seq uint64
