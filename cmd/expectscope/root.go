@@ -409,7 +409,7 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 			// A first pass sizes the columns, so that rows need not
 			// all be kept until the end to size them.
 			z := report.NewTableSizer(start)
-			if err := sp.each(patched, func(r *analyze.Record) error {
+			if err := sp.eachAhead(patched, func(r *analyze.Record) error {
 				if selected(r) {
 					z.Add(r)
 				}
@@ -422,7 +422,7 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	}
 	tl := report.NewTallier()
 	var werr error
-	err = sp.each(patched, func(r *analyze.Record) error {
+	err = sp.eachAhead(patched, func(r *analyze.Record) error {
 		if !selected(r) {
 			return nil
 		}

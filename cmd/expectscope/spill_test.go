@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"runtime"
 	"slices"
@@ -273,5 +274,59 @@ func TestSpillGoesToDisk(t *testing.T) {
 	}
 	if got != n {
 		t.Errorf("%d records back, want %d", got, n)
+	}
+}
+
+// TestSpillEachAhead: reading ahead on another goroutine gives the
+// records each gives, in the same order; fn stopping early (errStop, or
+// an error) stops the reader and is what it returns.
+func TestSpillEachAhead(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	sp, err := newSpill()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sp.Close()
+	n := spillHeld*3 + 17
+	for i := range n {
+		at := rt0.Add(time.Duration((i*7919)%n) * time.Millisecond)
+		sp.Emit(&analyze.Record{Type: analyze.TypeNegotiation, ID: fmt.Sprintf("%d-1", i), HeadersEndAt: at})
+	}
+	if err := sp.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if sp.held {
+		t.Fatal("records held: want them on disk")
+	}
+	var want, got []string
+	if err := sp.each(nil, func(r *analyze.Record) error { want = append(want, r.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.eachAhead(nil, func(r *analyze.Record) error { got = append(got, r.ID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) || len(got) != n {
+		t.Fatalf("eachAhead gave %d records, each %d (of %d), or another order", len(got), len(want), n)
+	}
+	for _, stopAt := range []int{1, 255, 256, 257, 5000} {
+		k := 0
+		if err := sp.eachAhead(nil, func(*analyze.Record) error {
+			if k++; k == stopAt {
+				return errStop
+			}
+			return nil
+		}); err != nil || k != stopAt {
+			t.Errorf("stop at %d: err %v after %d records", stopAt, err, k)
+		}
+		boom := errors.New("boom")
+		k = 0
+		if err := sp.eachAhead(nil, func(*analyze.Record) error {
+			if k++; k == stopAt {
+				return boom
+			}
+			return nil
+		}); err != boom || k != stopAt {
+			t.Errorf("error at %d: err %v after %d records", stopAt, err, k)
+		}
 	}
 }
