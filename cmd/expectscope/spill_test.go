@@ -243,13 +243,15 @@ func TestSpillCandidates(t *testing.T) {
 
 // TestSpillGoesToDisk: past spillHeld records the spill writes runs and
 // still gives every record back in order.
-func TestSpillGoesToDisk(t *testing.T) {
+// diskSpill spills n negotiations, emitted out of time order, and
+// checks that they went to disk.
+func diskSpill(t *testing.T, n int) *spill {
+	t.Helper()
 	sp, err := newSpill()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sp.Close()
-	n := spillHeld*2 + 3
+	t.Cleanup(func() { sp.Close() })
 	for i := range n {
 		at := rt0.Add(time.Duration((i*7919)%n) * time.Millisecond) // emitted out of order
 		sp.Emit(&analyze.Record{Type: analyze.TypeNegotiation, ID: fmt.Sprintf("%d-1", i), HeadersEndAt: at})
@@ -260,6 +262,12 @@ func TestSpillGoesToDisk(t *testing.T) {
 	if sp.held || len(sp.runs) == 0 {
 		t.Fatalf("held %v, %d runs: want records on disk", sp.held, len(sp.runs))
 	}
+	return sp
+}
+
+func TestSpillGoesToDisk(t *testing.T) {
+	n := spillHeld*2 + 3
+	sp := diskSpill(t, n)
 	var last time.Time
 	got := 0
 	if err := sp.each(nil, func(r *analyze.Record) error {
@@ -282,22 +290,8 @@ func TestSpillGoesToDisk(t *testing.T) {
 // an error) stops the reader and is what it returns.
 func TestSpillEachAhead(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
-	sp, err := newSpill()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sp.Close()
 	n := spillHeld*3 + 17
-	for i := range n {
-		at := rt0.Add(time.Duration((i*7919)%n) * time.Millisecond)
-		sp.Emit(&analyze.Record{Type: analyze.TypeNegotiation, ID: fmt.Sprintf("%d-1", i), HeadersEndAt: at})
-	}
-	if err := sp.finish(); err != nil {
-		t.Fatal(err)
-	}
-	if sp.held {
-		t.Fatal("records held: want them on disk")
-	}
+	sp := diskSpill(t, n)
 	var want, got []string
 	if err := sp.each(nil, func(r *analyze.Record) error { want = append(want, r.ID); return nil }); err != nil {
 		t.Fatal(err)
@@ -308,25 +302,19 @@ func TestSpillEachAhead(t *testing.T) {
 	if !slices.Equal(got, want) || len(got) != n {
 		t.Fatalf("eachAhead gave %d records, each %d (of %d), or another order", len(got), len(want), n)
 	}
+	boom := errors.New("boom")
 	for _, stopAt := range []int{1, 255, 256, 257, 5000} {
-		k := 0
-		if err := sp.eachAhead(nil, func(*analyze.Record) error {
-			if k++; k == stopAt {
-				return errStop
+		for _, c := range []struct{ fnErr, want error }{{errStop, nil}, {boom, boom}} {
+			k := 0
+			err := sp.eachAhead(nil, func(*analyze.Record) error {
+				if k++; k == stopAt {
+					return c.fnErr
+				}
+				return nil
+			})
+			if err != c.want || k != stopAt {
+				t.Errorf("fn returns %v at record %d: eachAhead returned %v after %d records", c.fnErr, stopAt, err, k)
 			}
-			return nil
-		}); err != nil || k != stopAt {
-			t.Errorf("stop at %d: err %v after %d records", stopAt, err, k)
-		}
-		boom := errors.New("boom")
-		k = 0
-		if err := sp.eachAhead(nil, func(*analyze.Record) error {
-			if k++; k == stopAt {
-				return boom
-			}
-			return nil
-		}); err != boom || k != stopAt {
-			t.Errorf("error at %d: err %v after %d records", stopAt, err, k)
 		}
 	}
 }
