@@ -359,6 +359,9 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 		}
 		mine := b.subs[w.id]
 		for i, j := 0, 0; i < len(mine) || j < len(frag); {
+			if k := i + segmentsAhead; k < len(mine) {
+				b.segs[mine[k]].Prefetch()
+			}
 			var s *capture.Segment
 			if j == len(frag) || i < len(mine) && b.segs[mine[i]].Packet < frag[j].Packet {
 				s = &b.segs[mine[i]]
@@ -382,6 +385,10 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 		w.handOver()
 	}
 }
+
+// segmentsAhead is how far ahead of the segment it feeds a worker
+// prefetches one (capture.Segment.Prefetch).
+const segmentsAhead = 4
 
 // startMapped starts each worker's runMapped on a channel of nb batches;
 // worker 0 decodes IPv4 fragments with fd (nil: the batches come with

@@ -100,14 +100,24 @@ func (b *batch) add(seg *capture.Segment) bool {
 // reassembly.Shards): both directions of a connection go to one worker,
 // and each worker's Assembler, given the whole Config, evicts exactly the
 // connections one Assembler would.
-type sharding struct{ shards, workers int }
+// A shard's worker is looked up, not taken modulo the number of workers:
+// a division per packet was 1 % of the CPU.
+type sharding struct {
+	shards int
+	worker []uint8 // by shard
+}
 
 func shardingFor(rcfg reassembly.Config, nw int) sharding {
-	return sharding{reassembly.Shards(rcfg.MaxConns), nw}
+	s := sharding{shards: reassembly.Shards(rcfg.MaxConns)}
+	s.worker = make([]uint8, s.shards)
+	for i := range s.worker {
+		s.worker[i] = uint8(i % nw)
+	}
+	return s
 }
 
 func (s sharding) of(src, dst netip.AddrPort) int {
-	return reassembly.ShardOf(src, dst, s.shards) % s.workers
+	return int(s.worker[reassembly.ShardOf(src, dst, s.shards)])
 }
 
 // recMsg carries a worker's records (and, when done, its final state) to
