@@ -34,6 +34,7 @@ targets="
 ./pipeline FuzzWorkersAgree 1000x
 ./report FuzzEscape
 ./report FuzzAppendRecordJSON
+./report FuzzAppendIndented
 ./cmd/expectscope FuzzSpillCodec
 "
 if [ $# -ge 2 ]; then

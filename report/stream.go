@@ -207,15 +207,17 @@ func (rw *RecordWriter) encodePending() error {
 			}
 			return
 		}
+		var compact []byte
 		for i, r := range recs[lo:hi] {
 			if first+lo+i == 0 {
 				buf.WriteString("\n  ")
 			} else {
 				buf.WriteString(",\n  ")
 			}
-			if errs[p] = jsonIndented(buf, r, "  "); errs[p] != nil {
+			if compact, errs[p] = AppendRecordJSON(compact[:0], r); errs[p] != nil {
 				return
 			}
+			buf.Write(appendIndented(buf.AvailableBuffer(), compact, "  ", " "))
 		}
 	}
 	var wg sync.WaitGroup
