@@ -362,7 +362,7 @@ func (z *TableSizer) Widths() []int { return slices.Clone(z.w) }
 func cellWidth(s string) int {
 	w := 0
 	for line := range strings.SplitSeq(s, "\n") {
-		w = max(w, twwidth.Width(strings.TrimSpace(line)))
+		w = max(w, textWidth(strings.TrimSpace(line)))
 	}
 	return w
 }
