@@ -1,0 +1,65 @@
+// Command ab runs expectscope binaries on one capture in alternating
+// rounds, each at GOMAXPROCS 1 and 2 (-g), and prints the medians of wall
+// time and of CPU time (user+system, from the child's rusage) and the
+// ratio of the two wall medians:
+//
+//	go run ./bench/ab -n 21 -f capture.pcap ./old ./new
+//
+// Alternating rounds spread the VM's changes of speed over every binary;
+// rusage is the child's own CPU, not a sampling profiler's estimate.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"syscall"
+	"time"
+)
+
+func main() {
+	n := flag.Int("n", 21, "rounds")
+	file := flag.String("f", "", "capture")
+	gs := flag.String("g", "12", "GOMAXPROCS values")
+	flag.Parse()
+	bins := flag.Args()
+	type key struct {
+		b string
+		g byte
+	}
+	wall := map[key][]float64{}
+	cpu := map[key][]float64{}
+	for range *n {
+		for _, b := range bins {
+			for _, g := range []byte(*gs) {
+				c := exec.Command(b, "read", "--format", "ndjson", *file)
+				c.Env = append(os.Environ(), "GOMAXPROCS="+string(g))
+				t := time.Now()
+				if err := c.Run(); err != nil {
+					fmt.Fprintln(os.Stderr, err)
+				}
+				w := time.Since(t).Seconds()
+				ru := c.ProcessState.SysUsage().(*syscall.Rusage)
+				u := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+				k := key{b, g}
+				wall[k] = append(wall[k], w)
+				cpu[k] = append(cpu[k], u)
+			}
+		}
+	}
+	med := func(x []float64) float64 { slices.Sort(x); return x[len(x)/2] }
+	for _, b := range bins {
+		fmt.Printf("%-8s", filepath.Base(b))
+		for _, g := range []byte(*gs) {
+			k := key{b, g}
+			fmt.Printf("  g%c wall %.4f cpu %.4f", g, med(wall[k]), med(cpu[k]))
+		}
+		if len(*gs) == 2 {
+			fmt.Printf("  ratio %.3f", med(wall[key{b, (*gs)[0]}])/med(wall[key{b, (*gs)[1]}]))
+		}
+		fmt.Println()
+	}
+}
