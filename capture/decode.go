@@ -99,13 +99,14 @@ func (d *Decoder) Stats() Stats { return d.stats }
 func (d *Decoder) Decode(link LinkType, frame []byte, ts time.Time, wireLen int, seg *Segment) (bool, error) {
 	d.stats.Packets++
 	d.stats.Bytes += uint64(len(frame))
-	*seg = Segment{
-		Time:     ts,
-		Packet:   d.stats.Packets,
-		Raw:      frame,
-		RawLen:   max(wireLen, len(frame)),
-		LinkType: link,
-	}
+	// Field by field: a composite literal is built on the stack and then
+	// copied, two passes over the segment's 192 bytes for every packet.
+	*seg = Segment{}
+	seg.Time = ts
+	seg.Packet = d.stats.Packets
+	seg.Raw = frame
+	seg.RawLen = max(wireLen, len(frame))
+	seg.LinkType = link
 	ok, err := d.decode(link, frame, ts, wireLen > len(frame), seg)
 	switch {
 	case err != nil:

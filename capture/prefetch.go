@@ -43,3 +43,11 @@ func (s *Segment) Prefetch() {
 }
 
 const segmentSize = int(unsafe.Sizeof(Segment{}))
+
+// PrefetchWrite asks the CPU to fetch s for writing. A decoder that
+// fills segments another core read last (the pipeline's batches are
+// reused) otherwise stalls on the first store to each.
+func (s *Segment) PrefetchWrite() {
+	p := (*[segmentSize]byte)(unsafe.Pointer(s))
+	prefetchWrite(&p[0])
+}

@@ -7,3 +7,9 @@ package capture
 //
 //go:noescape
 func prefetch(p *byte)
+
+// prefetchWrite hints the three cache lines at p into the cache for
+// writing (prefetch_*.s).
+//
+//go:noescape
+func prefetchWrite(p *byte)

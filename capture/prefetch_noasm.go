@@ -3,3 +3,5 @@
 package capture
 
 func prefetch(p *byte) {}
+
+func prefetchWrite(p *byte) {}

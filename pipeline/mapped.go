@@ -266,8 +266,17 @@ func decodeBatch(d *decoderState, b *fbatch, sh sharding, fail func(error)) {
 
 // decodeFrame decodes f, the i-th frame of b, into b's shards.
 func decodeFrame(d *decoderState, b *fbatch, sh sharding, i int, f *capture.Frame) {
-	b.segs = append(b.segs, capture.Segment{})
-	seg := &b.segs[len(b.segs)-1]
+	n := len(b.segs)
+	if n < cap(b.segs) {
+		// Not zeroed: DecodeFrame overwrites a segment whole.
+		b.segs = b.segs[:n+1]
+		if k := n + writeAhead; k < cap(b.segs) {
+			b.segs[:k+1][k].PrefetchWrite()
+		}
+	} else {
+		b.segs = append(b.segs, capture.Segment{})
+	}
+	seg := &b.segs[n]
 	ok, deferred := d.dec.DecodeFrame(f, b.base+uint64(i)+1, seg, false)
 	if deferred || !ok {
 		*seg = capture.Segment{}
@@ -389,6 +398,10 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 // segmentsAhead is how far ahead of the segment it feeds a worker
 // prefetches one (capture.Segment.Prefetch).
 const segmentsAhead = 4
+
+// writeAhead is how far ahead of the segment it decodes into a decoder
+// prefetches one for writing.
+const writeAhead = 4
 
 // startMapped starts each worker's runMapped on a channel of nb batches;
 // worker 0 decodes IPv4 fragments with fd (nil: the batches come with

@@ -7,6 +7,9 @@
 //
 // Alternating rounds spread the VM's changes of speed over every binary;
 // rusage is the child's own CPU, not a sampling profiler's estimate.
+// Each binary after the first is also compared with the first round by
+// round (the median of the per-round ratios), which the VM's drift
+// between rounds disturbs less than a ratio of medians.
 package main
 
 import (
@@ -50,7 +53,17 @@ func main() {
 			}
 		}
 	}
-	med := func(x []float64) float64 { slices.Sort(x); return x[len(x)/2] }
+	med := func(x []float64) float64 { x = slices.Clone(x); slices.Sort(x); return x[len(x)/2] }
+	// paired is the median over rounds of b's time over the first
+	// binary's in the same round: the VM's speed drifts between rounds
+	// more than it does within one.
+	paired := func(m map[key][]float64, b string, g byte) float64 {
+		var r []float64
+		for i, x := range m[key{b, g}] {
+			r = append(r, x/m[key{bins[0], g}][i])
+		}
+		return med(r)
+	}
 	for _, b := range bins {
 		fmt.Printf("%-8s", filepath.Base(b))
 		for _, g := range []byte(*gs) {
@@ -61,5 +74,12 @@ func main() {
 			fmt.Printf("  ratio %.3f", med(wall[key{b, (*gs)[0]}])/med(wall[key{b, (*gs)[1]}]))
 		}
 		fmt.Println()
+		if b != bins[0] {
+			fmt.Printf("%-8s", "")
+			for _, g := range []byte(*gs) {
+				fmt.Printf("  g%c wall %.3fx cpu %.3fx", g, paired(wall, b, g), paired(cpu, b, g))
+			}
+			fmt.Printf("  (paired with %s, median of per-round ratios)\n", filepath.Base(bins[0]))
+		}
 	}
 }
