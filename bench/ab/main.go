@@ -5,7 +5,8 @@
 //
 //	go run ./bench/ab -n 21 -f capture.pcap ./old ./new
 //
-// Alternating rounds spread the VM's changes of speed over every binary;
+// Rounds (each in its own random order) spread the VM's changes of
+// speed over every binary;
 // rusage is the child's own CPU, not a sampling profiler's estimate.
 // Each binary after the first is also compared with the first round by
 // round (the median of the per-round ratios), which the VM's drift
@@ -15,6 +16,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,9 +37,24 @@ func main() {
 	}
 	wall := map[key][]float64{}
 	cpu := map[key][]float64{}
+	type run struct {
+		b string
+		g byte
+	}
+	var order []run
+	for _, b := range bins {
+		for _, g := range []byte(*gs) {
+			order = append(order, run{b, g})
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
 	for range *n {
-		for _, b := range bins {
-			for _, g := range []byte(*gs) {
+		// A run goes faster or slower by where it falls in a round (what
+		// ran just before it): each round runs in its own order.
+		rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+		for _, r := range order {
+			b, g := r.b, r.g
+			{
 				c := exec.Command(b, "read", "--format", "ndjson", *file)
 				c.Env = append(os.Environ(), "GOMAXPROCS="+string(g))
 				t := time.Now()
