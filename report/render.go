@@ -387,17 +387,82 @@ func (s *section) writeTable(w io.Writer) error {
 	if s.title != "" {
 		fmt.Fprintf(w, "\n%s\n", s.title)
 	}
-	t := newTable(w, s.header)
-	for _, row := range s.rows {
-		cells := make([]string, len(row))
+	rows := make([][]string, len(s.rows))
+	for r, row := range s.rows {
+		rows[r] = make([]string, len(row))
 		for i, v := range row {
-			cells[i] = s.cell(styleTable, i, v)
+			rows[r][i] = s.cell(styleTable, i, v)
 		}
+	}
+	if b, ok := drawTable(nil, s.header, rows); ok {
+		_, err := w.Write(b)
+		return err
+	}
+	t := newTable(w, s.header)
+	for _, cells := range rows {
 		if err := t.Append(cells); err != nil {
 			return err
 		}
 	}
 	return t.Render()
+}
+
+// drawTable draws header and rows as newTable's table renders them, for
+// tables of plain cells: every cell one line of printable ASCII, every
+// row as wide as the header, a header not all blank, at least one row.
+// false for any other (then
+// tablewriter draws it). A tablewriter Table preallocates a cache of some
+// ten thousand entries (a few hundred KiB touched for the first time)
+// and measures every cell twice: for the half-dozen small summary tables
+// of a report that was a millisecond or two after the capture was read,
+// when nothing else runs.
+func drawTable(b []byte, header []string, rows [][]string) ([]byte, bool) {
+	if len(rows) == 0 || len(header) == 0 {
+		return b, false
+	}
+	widths := make([]int, len(header))
+	measure := func(cells []string) bool {
+		if len(cells) != len(widths) {
+			return false
+		}
+		for i, c := range cells {
+			for j := 0; j < len(c); j++ {
+				if c[j] < 0x20 || c[j] >= 0x7f {
+					return false
+				}
+			}
+			widths[i] = max(widths[i], len(strings.TrimSpace(c)))
+		}
+		return true
+	}
+	if !measure(header) || slices.Max(widths) == 0 {
+		return b, false // tablewriter leaves out a blank header
+	}
+	for _, r := range rows {
+		if !measure(r) {
+			return b, false
+		}
+	}
+	line := func(b []byte, left, mid, right string) []byte {
+		b = append(b, left...)
+		for i, w := range widths {
+			if i > 0 {
+				b = append(b, mid...)
+			}
+			for range w + 2 {
+				b = append(b, "─"...)
+			}
+		}
+		b = append(b, right...)
+		return append(b, '\n')
+	}
+	b = line(b, "┌", "┬", "┐")
+	b, _ = appendTableRow(b, header, widths)
+	b = line(b, "├", "┼", "┤")
+	for _, r := range rows {
+		b, _ = appendTableRow(b, r, widths)
+	}
+	return line(b, "└", "┴", "┘"), true
 }
 
 func (s *section) writeMarkdown(w io.Writer) {

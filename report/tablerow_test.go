@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,5 +60,74 @@ func TestAppendTableRow(t *testing.T) {
 		if got := streamTable(t, recs, false); !bytes.Equal(got, want) {
 			t.Fatalf("round %d: rows differ from tablewriter's:\n got %s\nwant %s", round, got, want)
 		}
+	}
+}
+
+// TestDrawTable holds drawTable to the bytes newTable's tablewriter
+// renders for the same table, and checks that it declines the tables it
+// does not draw.
+func TestDrawTable(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	words := []string{"", " ", "a", "count", "  lead", "trail  ", " both ", "127.0.0.1:80", "p50 / p90 / p99", "|", "-", "x y  z", "rejected 1", "1.000"}
+	odd := []string{"漢字", "two\nlines", "tab\there", "\x1b[31mred"}
+	tw := func(header []string, rows [][]string) []byte {
+		var buf bytes.Buffer
+		tb := newTable(&buf, header)
+		for _, r := range rows {
+			if err := tb.Append(r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tb.Render(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	drawn := 0
+	for round := range 500 {
+		cols := 1 + rng.IntN(6)
+		cell := func() string {
+			if rng.IntN(40) == 0 {
+				return odd[rng.IntN(len(odd))]
+			}
+			w := words[rng.IntN(len(words))]
+			if rng.IntN(5) == 0 {
+				w += strings.Repeat("w", rng.IntN(30))
+			}
+			return w
+		}
+		header := make([]string, cols)
+		for i := range header {
+			header[i] = cell()
+		}
+		rows := make([][]string, rng.IntN(8))
+		for r := range rows {
+			rows[r] = make([]string, cols)
+			for i := range rows[r] {
+				rows[r][i] = cell()
+			}
+		}
+		got, ok := drawTable(nil, header, rows)
+		plain := len(rows) > 0 && strings.TrimSpace(strings.Join(header, "")) != ""
+		for _, r := range append([][]string{header}, rows...) {
+			for _, c := range r {
+				if strings.ContainsFunc(c, func(r rune) bool { return r < 0x20 || r >= 0x7f }) {
+					plain = false
+				}
+			}
+		}
+		if ok != plain {
+			t.Fatalf("round %d: drawTable drew=%v, want %v for %q %q", round, ok, plain, header, rows)
+		}
+		if !ok {
+			continue
+		}
+		drawn++
+		if want := tw(header, rows); !bytes.Equal(got, want) {
+			t.Fatalf("round %d: %q %q:\n got\n%s\nwant\n%s", round, header, rows, got, want)
+		}
+	}
+	if drawn < 250 {
+		t.Fatalf("only %d of 500 tables drawn: the test checks too little", drawn)
 	}
 }

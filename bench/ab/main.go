@@ -29,6 +29,7 @@ func main() {
 	n := flag.Int("n", 21, "rounds")
 	file := flag.String("f", "", "capture")
 	gs := flag.String("g", "12", "GOMAXPROCS values")
+	format := flag.String("format", "ndjson", "output format")
 	flag.Parse()
 	bins := flag.Args()
 	type key struct {
@@ -55,7 +56,7 @@ func main() {
 		for _, r := range order {
 			b, g := r.b, r.g
 			{
-				c := exec.Command(b, "read", "--format", "ndjson", *file)
+				c := exec.Command(b, "read", "--format", *format, *file)
 				c.Env = append(os.Environ(), "GOMAXPROCS="+string(g))
 				t := time.Now()
 				if err := c.Run(); err != nil {
