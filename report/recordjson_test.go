@@ -104,7 +104,26 @@ func fill(rng *rand.Rand, v reflect.Value) {
 			return
 		}
 		for i := range v.NumField() {
-			fill(rng, v.Field(i))
+			if v.Type().Field(i).IsExported() {
+				fill(rng, v.Field(i))
+			}
+		}
+	case reflect.Map:
+		switch rng.IntN(4) {
+		case 0:
+			v.SetZero()
+		case 1:
+			v.Set(reflect.MakeMap(v.Type()))
+		default:
+			m := reflect.MakeMap(v.Type())
+			for range 1 + rng.IntN(5) {
+				k := reflect.New(v.Type().Key()).Elem()
+				fill(rng, k)
+				e := reflect.New(v.Type().Elem()).Elem()
+				fill(rng, e)
+				m.SetMapIndex(k, e)
+			}
+			v.Set(m)
 		}
 	default:
 		panic("fill: no case for " + v.Kind().String())

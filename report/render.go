@@ -126,7 +126,12 @@ func WriteNDJSON(w io.Writer, out *Output) error {
 		}
 	}
 	if out.Summary != nil {
-		return enc.Encode(out.Summary)
+		var err error
+		if b, err = AppendCountsJSON(b[:0], out.Summary); err != nil {
+			return err
+		}
+		_, err = w.Write(append(b, '\n'))
+		return err
 	}
 	return nil
 }

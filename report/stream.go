@@ -443,10 +443,14 @@ func (rw *RecordWriter) Close(hops []*analyze.Hop, summary *Counts) error {
 			io.WriteString(rw.w, "\n ]")
 		}
 		io.WriteString(rw.w, ",\n \"summary\": ")
-		if err := jsonIndented(rw.w, summary, " "); err != nil {
+		compact, err := AppendCountsJSON(nil, summary)
+		if err != nil {
 			return err
 		}
-		_, err := io.WriteString(rw.w, "\n}\n")
+		if _, err := rw.w.Write(appendIndented(nil, compact, " ", " ")); err != nil {
+			return err
+		}
+		_, err = io.WriteString(rw.w, "\n}\n")
 		return err
 	case FormatCSV:
 		if len(hops) > 0 {
