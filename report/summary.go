@@ -92,18 +92,72 @@ func NearestRank(sorted []float64, p float64) (float64, bool) {
 	return sorted[rank-1], true
 }
 
-// percentiles computes P50, P90 and P99 of vals (sorted in place).
+// percentiles computes P50, P90 and P99 of vals (reordered in place).
+// Each is found by selection, not by sorting the whole set: the three
+// ranks take a few passes over the values where a sort of a few hundred
+// took most of the summary's time, at the end of a run.
 func percentiles(vals []float64) Percentiles {
-	slices.Sort(vals)
 	p := Percentiles{N: len(vals)}
+	lo := 0 // vals[:lo] hold nothing greater than vals[lo]
 	at := func(q float64) *float64 {
-		if v, ok := NearestRank(vals, q); ok {
-			return &v
+		if len(vals) == 0 {
+			return nil
 		}
-		return nil
+		r := min(max(int(math.Ceil(q/100*float64(len(vals)))), 1), len(vals)) - 1
+		selectRank(vals[lo:], r-lo)
+		lo = r
+		v := vals[r]
+		return &v
 	}
 	p.P50, p.P90, p.P99 = at(50), at(90), at(99)
 	return p
+}
+
+// selectRank reorders v (no NaNs) so that v[k] holds what sorting would
+// put there, nothing greater before it and nothing smaller after it.
+func selectRank(v []float64, k int) {
+	lo, hi := 0, len(v)-1
+	for hi-lo > 12 {
+		mid := lo + (hi-lo)/2
+		if v[mid] < v[lo] {
+			v[mid], v[lo] = v[lo], v[mid]
+		}
+		if v[hi] < v[lo] {
+			v[hi], v[lo] = v[lo], v[hi]
+		}
+		if v[hi] < v[mid] {
+			v[hi], v[mid] = v[mid], v[hi]
+		}
+		pivot := v[mid]
+		i, j := lo, hi
+		for i <= j {
+			for v[i] < pivot {
+				i++
+			}
+			for v[j] > pivot {
+				j--
+			}
+			if i <= j {
+				v[i], v[j] = v[j], v[i]
+				i++
+				j--
+			}
+		}
+		// v[lo:j+1] <= pivot <= v[i:hi+1], and what lies between equals it.
+		switch {
+		case k <= j:
+			hi = j
+		case k >= i:
+			lo = i
+		default:
+			return
+		}
+	}
+	for a := lo + 1; a <= hi; a++ {
+		for b := a; b > lo && v[b] < v[b-1]; b-- {
+			v[b], v[b-1] = v[b-1], v[b]
+		}
+	}
 }
 
 // Client families, in the order the summary lists them.
@@ -214,9 +268,15 @@ type tallyEntry struct {
 	client              uint8
 }
 
-// tallyChunk entries are stored in fixed-size chunks: growing never
-// copies, so a million negotiations take 24 MB, not twice that.
-const tallyChunk = 1 << 14
+// Entries are stored in chunks of firstTallyChunk, twice that, and so on
+// up to tallyChunk: growing never copies, so a million negotiations take
+// 24 MB, not twice that, and a few hundred do not zero the 384 KiB of a
+// full chunk (a tenth of a millisecond at the end of a run, when nothing
+// else is left to do).
+const (
+	firstTallyChunk = 1 << 8
+	tallyChunk      = 1 << 14
+)
 
 // Tallier computes the summary of records added one at a time, in the
 // order a report lists them, without keeping the records: per
@@ -227,13 +287,19 @@ const tallyChunk = 1 << 14
 type Tallier struct {
 	c        *Counts
 	all      *Group
-	servers  map[string]uint32
+	servers  map[serverID]uint32
 	groups   []*Group // server groups by index
 	clients  map[string]*Group
 	famIndex map[string]uint8
-	timers   map[timerKey]*TimerFired
-	entries  [][]tallyEntry
+	// family is ClientFamily by User-Agent, for the few a capture has.
+	family  map[string]string
+	timers  map[timerKey]*TimerFired
+	entries [][]tallyEntry
 }
+
+// serverID is what serverKey names, without building the name for every
+// record.
+type serverID struct{ endpoint, host string }
 
 type timerKey struct {
 	fam   string
@@ -246,7 +312,8 @@ func NewTallier() *Tallier {
 		c: &Counts{Type: "summary", Verdicts: map[string]int{}, Flags: map[string]int{},
 			Servers: []*Group{}, Clients: []*Group{}, Timeouts: []*TimerFired{}},
 		all:      &Group{Verdicts: map[string]int{}},
-		servers:  map[string]uint32{},
+		servers:  map[serverID]uint32{},
+		family:   map[string]string{},
 		clients:  map[string]*Group{},
 		famIndex: map[string]uint8{},
 		timers:   map[timerKey]*TimerFired{},
@@ -256,6 +323,10 @@ func NewTallier() *Tallier {
 	}
 	return t
 }
+
+// maxCachedFamilies bounds Tallier.family: a flood of distinct
+// User-Agents is classified one by one instead.
+const maxCachedFamilies = 4096
 
 func nanIfNil(v *float64) float64 {
 	if v == nil {
@@ -276,23 +347,33 @@ func (t *Tallier) Add(r *analyze.Record) {
 	}
 	c.Negotiations++
 	t.all.add(r)
-	sk := serverKey(r)
-	si, ok := t.servers[sk]
+	id := serverID{r.Conn.Server, r.Request.Host}
+	si, ok := t.servers[id]
 	if !ok {
 		si = uint32(len(t.groups))
-		t.servers[sk] = si
-		t.groups = append(t.groups, &Group{Key: sk, Endpoint: r.Conn.Server, Host: r.Request.Host, Verdicts: map[string]int{}})
+		t.servers[id] = si
+		t.groups = append(t.groups, &Group{Key: serverKey(r), Endpoint: r.Conn.Server, Host: r.Request.Host, Verdicts: map[string]int{}})
 	}
 	t.groups[si].add(r)
-	fam := ClientFamily(r.Request.UserAgent)
+	fam, ok := t.family[r.Request.UserAgent]
+	if !ok {
+		fam = ClientFamily(r.Request.UserAgent)
+		if len(t.family) < maxCachedFamilies {
+			t.family[r.Request.UserAgent] = fam
+		}
+	}
 	cg := t.clients[fam]
 	if cg == nil {
 		cg = &Group{Key: fam, Verdicts: map[string]int{}}
 		t.clients[fam] = cg
 	}
 	cg.add(r)
-	if n := len(t.entries); n == 0 || len(t.entries[n-1]) == tallyChunk {
-		t.entries = append(t.entries, make([]tallyEntry, 0, tallyChunk))
+	if n := len(t.entries); n == 0 || len(t.entries[n-1]) == cap(t.entries[n-1]) {
+		size := firstTallyChunk
+		if n > 0 {
+			size = min(2*cap(t.entries[n-1]), tallyChunk)
+		}
+		t.entries = append(t.entries, make([]tallyEntry, 0, size))
 	}
 	last := &t.entries[len(t.entries)-1]
 	*last = append(*last, tallyEntry{nanIfNil(r.Wait100Ms), nanIfNil(r.ClientWaitMs), si, t.famIndex[fam]})

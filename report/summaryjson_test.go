@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/expectscope/expectscope/analyze"
@@ -91,6 +92,63 @@ func TestAppendCountsJSONOfTally(t *testing.T) {
 	for _, part := range []string{`"servers":[{`, `"clients":[{`, `"timeouts":[{`} {
 		if !bytes.Contains(got, []byte(part)) {
 			t.Errorf("the tally's summary has no %s: %s", part, got)
+		}
+	}
+}
+
+// BenchmarkTally adds 600 negotiations of three servers and two client
+// families, with waits, and takes the summary: the part of the end of a
+// run that is the tally's.
+func BenchmarkTally(b *testing.B) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	recs := make([]*analyze.Record, 600)
+	for i := range recs {
+		w, cw := math.Round(rng.Float64()*5e3)/1e3, math.Round(rng.Float64()*2e6)/1e3
+		recs[i] = &analyze.Record{Type: analyze.TypeNegotiation, Verdict: analyze.Continued,
+			Conn:      analyze.Conn{Client: "10.0.0.2:40000", Server: []string{"10.0.0.1:80", "10.0.0.3:80", "10.0.0.4:8080"}[i%3]},
+			Request:   analyze.Request{Host: "example", UserAgent: []string{"curl/8.5.0", "Go-http-client/1.1"}[i%2]},
+			Wait100Ms: &w, ClientWaitMs: &cw}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		tl := NewTallier()
+		for _, r := range recs {
+			tl.Add(r)
+		}
+		tl.Counts()
+	}
+}
+
+// TestPercentilesBySelection: the percentiles found by selection are the
+// nearest-rank values of the sorted set, on sets of every size up to 300
+// with few and many distinct values.
+func TestPercentilesBySelection(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 19))
+	for i := range 3000 {
+		n := rng.IntN(301)
+		distinct := 1 + rng.IntN(1+rng.IntN(400))
+		vals := make([]float64, n)
+		for j := range vals {
+			vals[j] = float64(rng.IntN(distinct)) * 0.125
+		}
+		sorted := slices.Clone(vals)
+		slices.Sort(sorted)
+		got := percentiles(vals)
+		for _, c := range []struct {
+			q   float64
+			got *float64
+		}{{50, got.P50}, {90, got.P90}, {99, got.P99}} {
+			want, ok := NearestRank(sorted, c.q)
+			if ok != (c.got != nil) || ok && *c.got != want {
+				t.Fatalf("set %d (n=%d): p%v = %v, want %v (%v)", i, n, c.q, c.got, want, ok)
+			}
+		}
+		if got.N != n {
+			t.Fatalf("n %d, want %d", got.N, n)
+		}
+		slices.Sort(vals)
+		if !slices.Equal(vals, sorted) {
+			t.Fatalf("set %d: values lost or changed", i)
 		}
 	}
 }
