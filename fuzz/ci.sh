@@ -35,6 +35,7 @@ targets="
 ./report FuzzEscape
 ./report FuzzAppendRecordJSON
 ./report FuzzAppendIndented
+./report FuzzAppendCountsJSON
 ./cmd/expectscope FuzzSpillCodec
 "
 if [ $# -ge 2 ]; then

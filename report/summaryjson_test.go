@@ -152,3 +152,30 @@ func TestPercentilesBySelection(t *testing.T) {
 		}
 	}
 }
+
+// FuzzAppendCountsJSON compares the summary's hand encoder with
+// encoding/json on arbitrary strings (User-Agents, Hosts, endpoints and
+// warnings come from the wire) and floats.
+func FuzzAppendCountsJSON(f *testing.F) {
+	f.Add("curl/8\xff", "host\u2028", "10.0.0.1:80", "w\x00", 1.5e-7, 3)
+	f.Add("", "<>&", "", "", 1e21, 0)
+	f.Fuzz(func(t *testing.T, ua, host, endpoint, warning string, ms float64, n int) {
+		c := &Counts{Type: "summary", Negotiations: n, Exchanges: n / 2, Hops: n % 3,
+			Verdicts: map[string]int{ua: n, host: 1}, Flags: map[string]int{warning: n},
+			LostMs: ms, WastedBytes: int64(n),
+			Wait100: Percentiles{N: n, P50: &ms}, ClientWait: Percentiles{N: 1, P99: &ms},
+			Servers:  []*Group{{Key: endpoint + " " + host, Endpoint: endpoint, Host: host, Negotiations: n, Verdicts: map[string]int{ua: 1}, LostMs: ms}},
+			Clients:  []*Group{{Key: ua, Verdicts: map[string]int{}}, nil},
+			Timeouts: []*TimerFired{{Client: ua, TimerMs: n, Count: n, UserAgents: []string{ua, host}, MedianWait: &ms}},
+			Input:    map[string]uint64{endpoint: uint64(n), "packets": 1},
+			Warnings: []string{warning}}
+		want, werr := marshalCounts(t, c)
+		got, gerr := AppendCountsJSON(nil, c)
+		if (werr != nil) != (gerr != nil) {
+			t.Fatalf("error %v, encoding/json %v", gerr, werr)
+		}
+		if werr == nil && !bytes.Equal(got, want) {
+			t.Fatalf("differs:\n got %s\nwant %s", got, want)
+		}
+	})
+}
