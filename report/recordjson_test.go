@@ -13,12 +13,12 @@ import (
 )
 
 // marshalStd is the reference: encoding/json as the writers used it.
-func marshalStd(t testing.TB, r *analyze.Record) ([]byte, error) {
+func marshalStd(t testing.TB, v any) ([]byte, error) {
 	t.Helper()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	if err := enc.Encode(r); err != nil {
+	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil

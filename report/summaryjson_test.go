@@ -2,7 +2,6 @@ package report
 
 import (
 	"bytes"
-	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -11,18 +10,6 @@ import (
 
 	"github.com/expectscope/expectscope/analyze"
 )
-
-// marshalCounts is the reference: encoding/json as WriteNDJSON used it.
-func marshalCounts(t testing.TB, c *Counts) ([]byte, error) {
-	t.Helper()
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(c); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
-}
 
 // TestAppendCountsJSON: the hand encoder writes what encoding/json writes
 // for summaries with every field set at random (nil, empty and full maps
@@ -42,7 +29,7 @@ func TestAppendCountsJSON(t *testing.T) {
 				c.LostMs = math.Inf(1)
 			}
 		}
-		want, werr := marshalCounts(t, &c)
+		want, werr := marshalStd(t, &c)
 		got, gerr := AppendCountsJSON(nil, &c)
 		if (werr != nil) != (gerr != nil) {
 			t.Fatalf("summary %d: error %v, encoding/json %v", i, gerr, werr)
@@ -81,7 +68,7 @@ func TestAppendCountsJSONOfTally(t *testing.T) {
 	c := tl.Counts()
 	c.Input = map[string]uint64{"packets": 10, "gaps": 0}
 	c.Warnings = []string{"x.pcap: packet 3 at offset 80: record data: unexpected EOF"}
-	want, err := marshalCounts(t, c)
+	want, err := marshalStd(t, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +156,7 @@ func FuzzAppendCountsJSON(f *testing.F) {
 			Timeouts: []*TimerFired{{Client: ua, TimerMs: n, Count: n, UserAgents: []string{ua, host}, MedianWait: &ms}},
 			Input:    map[string]uint64{endpoint: uint64(n), "packets": 1},
 			Warnings: []string{warning}}
-		want, werr := marshalCounts(t, c)
+		want, werr := marshalStd(t, c)
 		got, gerr := AppendCountsJSON(nil, c)
 		if (werr != nil) != (gerr != nil) {
 			t.Fatalf("error %v, encoding/json %v", gerr, werr)
