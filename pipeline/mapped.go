@@ -74,6 +74,18 @@ type fbatch struct {
 	pktOff uint64
 }
 
+// newFbatch makes a batch for nw workers. Its segments get the room of
+// a full batch at once: grown by append, the eight batches of two
+// workers left some 1.5 MB behind them, each page of it faulted in.
+func newFbatch(nw int) *fbatch {
+	return &fbatch{
+		frames: make([]capture.Frame, 0, frameBatch),
+		segs:   make([]capture.Segment, 0, frameBatch),
+		subs:   make([][]uint32, nw),
+		frag:   make([][]capture.Segment, nw),
+	}
+}
+
 func (b *fbatch) reset(nw int) {
 	b.frames = b.frames[:0]
 	// Not cleared: a segment points into the mapping and at global
@@ -128,7 +140,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 	nb := mappedBatches * nw
 	free := make(chan *fbatch, nb)
 	for range nb {
-		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]uint32, nw), frag: make([][]capture.Segment, nw)}
+		b := newFbatch(nw)
 		b.reset(nw)
 		free <- b
 	}
@@ -464,7 +476,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	ahead := nb - 2*nw // chunks being decoded ahead of the one awaited (the rest are with the workers)
 	free := make(chan *fbatch, nb)
 	for range nb {
-		b := &fbatch{frames: make([]capture.Frame, 0, frameBatch), subs: make([][]uint32, nw), frag: make([][]capture.Segment, nw)}
+		b := newFbatch(nw)
 		b.reset(nw)
 		free <- b
 	}
