@@ -16,6 +16,11 @@ import "unsafe"
 // (Source.Next), one ahead is enough. A wrong guess costs a cache line
 // read for nothing.
 func prefetchRecords(m []byte, pos, size, n int) {
+	if n > 1 && pos >= 0 && pos+(n-1)*size+128 <= len(m) {
+		// One call for all n: a call per record ahead was 2 % of the CPU.
+		prefetchStride(&m[pos], size, n)
+		return
+	}
 	for range n {
 		if pos < 0 || pos+128 > len(m) {
 			return

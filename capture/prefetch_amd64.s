@@ -18,3 +18,16 @@ TEXT ·prefetchWrite(SB), NOSPLIT|NOFRAME, $0-8
 	ADDQ $128, AX
 	BYTE $0x0F; BYTE $0x0D; BYTE $0x08
 	RET
+
+// func prefetchStride(p *byte, stride, n int)
+TEXT ·prefetchStride(SB), NOSPLIT|NOFRAME, $0-24
+	MOVQ p+0(FP), AX
+	MOVQ stride+8(FP), BX
+	MOVQ n+16(FP), CX
+loop:
+	PREFETCHT0 (AX)
+	PREFETCHT0 64(AX)
+	ADDQ BX, AX
+	DECQ CX
+	JNZ loop
+	RET

@@ -13,3 +13,9 @@ func prefetch(p *byte)
 //
 //go:noescape
 func prefetchWrite(p *byte)
+
+// prefetchStride hints the two cache lines at p, at p+stride, ... n
+// times (n > 0; every address within the mapping) (prefetch_*.s).
+//
+//go:noescape
+func prefetchStride(p *byte, stride, n int)

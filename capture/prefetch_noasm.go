@@ -5,3 +5,5 @@ package capture
 func prefetch(p *byte) {}
 
 func prefetchWrite(p *byte) {}
+
+func prefetchStride(p *byte, stride, n int) {}
