@@ -431,10 +431,8 @@ func drawTable(b []byte, header []string, rows [][]string) ([]byte, bool) {
 			return false
 		}
 		for i, c := range cells {
-			for j := 0; j < len(c); j++ {
-				if c[j] < 0x20 || c[j] >= 0x7f {
-					return false
-				}
+			if !printableASCII(c) {
+				return false
 			}
 			widths[i] = max(widths[i], len(strings.TrimSpace(c)))
 		}

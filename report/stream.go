@@ -320,12 +320,21 @@ func lineAt(s string, k int) string {
 
 // textWidth is twwidth.Width, without its cache for printable ASCII.
 func textWidth(s string) int {
+	if printableASCII(s) {
+		return len(s)
+	}
+	return twwidth.Width(s)
+}
+
+// printableASCII reports whether s is printable ASCII only: one column
+// per byte.
+func printableASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c < 0x20 || c >= 0x7f {
-			return twwidth.Width(s)
+			return false
 		}
 	}
-	return len(s)
+	return true
 }
 
 // TableSizer finds the widths of the table format's columns, seeing the

@@ -83,13 +83,16 @@ type Percentiles struct {
 // NearestRank returns the nearest-rank p-th percentile (0 < p <= 100) of
 // sorted, or false when sorted is empty.
 func NearestRank(sorted []float64, p float64) (float64, bool) {
-	n := len(sorted)
-	if n == 0 {
+	if len(sorted) == 0 {
 		return 0, false
 	}
-	rank := int(math.Ceil(p / 100 * float64(n)))
-	rank = min(max(rank, 1), n)
-	return sorted[rank-1], true
+	return sorted[rankIndex(len(sorted), p)], true
+}
+
+// rankIndex is the 0-based index of the nearest-rank p-th percentile of
+// n > 0 sorted values.
+func rankIndex(n int, p float64) int {
+	return min(max(int(math.Ceil(p/100*float64(n))), 1), n) - 1
 }
 
 // percentiles computes P50, P90 and P99 of vals (reordered in place).
@@ -103,7 +106,7 @@ func percentiles(vals []float64) Percentiles {
 		if len(vals) == 0 {
 			return nil
 		}
-		r := min(max(int(math.Ceil(q/100*float64(len(vals)))), 1), len(vals)) - 1
+		r := rankIndex(len(vals), q)
 		selectRank(vals[lo:], r-lo)
 		lo = r
 		v := vals[r]

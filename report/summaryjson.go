@@ -31,9 +31,9 @@ func AppendCountsJSON(b []byte, c *Counts) ([]byte, error) {
 		b = strconv.AppendInt(b, int64(c.Hops), 10)
 	}
 	b = append(b, `,"verdicts":`...)
-	b = appendIntMap(b, c.Verdicts)
+	b = appendCountMap(b, c.Verdicts)
 	b = append(b, `,"flags":`...)
-	b = appendIntMap(b, c.Flags)
+	b = appendCountMap(b, c.Flags)
 	b = append(b, `,"lost_ms":`...)
 	b = appendJSONFloatPtr(b, &c.LostMs)
 	b = append(b, `,"wasted_bytes":`...)
@@ -60,16 +60,8 @@ func AppendCountsJSON(b []byte, c *Counts) ([]byte, error) {
 		b = append(b, ']')
 	}
 	if len(c.Input) > 0 {
-		b = append(b, `,"input":{`...)
-		for i, k := range slices.Sorted(maps.Keys(c.Input)) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, k)
-			b = append(b, ':')
-			b = strconv.AppendUint(b, c.Input[k], 10)
-		}
-		b = append(b, '}')
+		b = append(b, `,"input":`...)
+		b = appendCountMap(b, c.Input)
 	}
 	if len(c.Warnings) > 0 {
 		b = append(b, `,"warnings":`...)
@@ -98,7 +90,7 @@ func appendGroups(b []byte, gs []*Group) []byte {
 		b = append(b, `,"negotiations":`...)
 		b = strconv.AppendInt(b, int64(g.Negotiations), 10)
 		b = append(b, `,"verdicts":`...)
-		b = appendIntMap(b, g.Verdicts)
+		b = appendCountMap(b, g.Verdicts)
 		b = append(b, `,"wait_100_ms":`...)
 		b = appendPercentiles(b, &g.Wait100)
 		b = append(b, `,"client_wait_ms":`...)
@@ -141,8 +133,9 @@ func appendPercentiles(b []byte, p *Percentiles) []byte {
 	return append(b, '}')
 }
 
-// appendIntMap writes m as encoding/json does: null when nil, keys sorted.
-func appendIntMap(b []byte, m map[string]int) []byte {
+// appendCountMap writes m as encoding/json does: null when nil, keys
+// sorted.
+func appendCountMap[V int | uint64](b []byte, m map[string]V) []byte {
 	if m == nil {
 		return append(b, "null"...)
 	}
@@ -153,7 +146,11 @@ func appendIntMap(b []byte, m map[string]int) []byte {
 		}
 		b = appendJSONString(b, k)
 		b = append(b, ':')
-		b = strconv.AppendInt(b, int64(m[k]), 10)
+		if v := m[k]; v < 0 {
+			b = strconv.AppendInt(b, int64(v), 10)
+		} else {
+			b = strconv.AppendUint(b, uint64(v), 10)
+		}
 	}
 	return append(b, '}')
 }
