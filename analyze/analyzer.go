@@ -40,12 +40,18 @@ type Config struct {
 	LinkEvents func(LinkEvent)
 }
 
-// LinkEvent is a request (Request) or a 417 answering an Expect, for a
-// RetryLinker elsewhere (Config.LinkEvents).
+// LinkEvent is a request (Request), a 417 answering an Expect, or the end
+// of a connection that had such a 417 (End: a side sent FIN or RST; only
+// Conn and Now are set), for a RetryLinker elsewhere (Config.LinkEvents).
 type LinkEvent struct {
-	Request  bool
-	Expect   bool // the request asks for 100-continue
-	ID       string
+	Request bool
+	End     bool
+	Expect  bool // the request asks for 100-continue
+	Closing bool // the 417 or its request announced the connection's close
+	ID      string
+	// Conn tells the request's connection apart from the others of the
+	// capture (its first packet's number).
+	Conn     uint64
 	Identity RequestIdentity
 	// At is when the request's headers ended, or the 417 came; Now the
 	// Analyzer's capture clock then (the latest time it was given).
@@ -166,23 +172,35 @@ func identityOf(c *conn, rh *requestHead) RequestIdentity {
 // noteRequest links a new request to an earlier 417 of the same request.
 func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 	if a.cfg.LinkEvents != nil {
-		a.cfg.LinkEvents(LinkEvent{Request: true, ID: e.id, Identity: identityOf(c, e.head), At: e.headersEnd, Now: a.now, Expect: e.head.h.expect != ""})
+		a.cfg.LinkEvents(LinkEvent{Request: true, ID: e.id, Conn: c.firstPacket, Identity: identityOf(c, e.head), At: e.headersEnd, Now: a.now, Expect: e.head.h.expect != ""})
 		return
 	}
 	if a.linker.Waiting() == 0 {
 		return
 	}
-	e.retryOf = a.linker.Request(e.id, identityOf(c, e.head), e.headersEnd, e.head.h.expect != "")
+	e.retryOf = a.linker.Request(e.id, c.firstPacket, identityOf(c, e.head), e.headersEnd, e.head.h.expect != "")
 }
 
 // addAwait holds a 417'd negotiation until its retry is known.
 func (a *Analyzer) addAwait(c *conn, e *exchange) {
+	c.refused = true
+	closing := closeAnnounced(e)
 	if a.cfg.LinkEvents != nil {
-		a.cfg.LinkEvents(LinkEvent{ID: e.id, Identity: identityOf(c, e.head), At: e.final.At, Now: a.now})
+		a.cfg.LinkEvents(LinkEvent{ID: e.id, Conn: c.firstPacket, Identity: identityOf(c, e.head), At: e.final.At, Now: a.now, Closing: closing})
 		return
 	}
 	e.waitingRetry = true
-	a.linker.Rejected(e.id, identityOf(c, e.head), e.final.At, e)
+	a.linker.Rejected(e.id, c.firstPacket, identityOf(c, e.head), e.final.At, closing, e)
+}
+
+// connClosing tells the retry linker that c, which had a 417, is going
+// away: its refused requests may now be repeated on another connection.
+func (a *Analyzer) connClosing(c *conn) {
+	if a.cfg.LinkEvents != nil {
+		a.cfg.LinkEvents(LinkEvent{End: true, Conn: c.firstPacket, Now: a.now})
+		return
+	}
+	a.linker.Closing(c.firstPacket)
 }
 
 // retryDecided releases a 417'd negotiation with what came of its wait.

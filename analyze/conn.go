@@ -101,6 +101,7 @@ type conn struct {
 	http         bool
 	sawData      bool // some bytes were delivered
 	closed       bool
+	refused      bool // a 417 on it went to the retry linker
 }
 
 func endpointOf(ip [16]byte, port uint16, is4 bool) netip.AddrPort {
@@ -727,10 +728,13 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 
 func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
 	c.a.tick(at)
-	if c.ended(side).IsZero() {
-		if c.ends == nil {
-			c.ends = new([2]time.Time)
+	if c.ends == nil {
+		c.ends = new([2]time.Time)
+		if c.refused {
+			c.a.connClosing(c)
 		}
+	}
+	if c.ended(side).IsZero() {
 		c.ends[side] = at
 	}
 	if c.p == nil {
@@ -767,6 +771,13 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 		return
 	}
 	c.closed = true
+	if c.refused && c.ends == nil && (reason == reassembly.EndFIN || reason == reassembly.EndRST || reason == reassembly.EndReused) {
+		// Closed at one of its own packets, as End would have said; not at
+		// an idle deadline, an eviction or the end, which fall where the
+		// other connections of a worker put them and would make what
+		// links depend on the number of workers.
+		c.a.connClosing(c)
+	}
 	if c.p == nil {
 		// Parked, or never said a word: nothing is open or held.
 		if c.http {

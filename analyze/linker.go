@@ -17,9 +17,7 @@ type RequestIdentity struct {
 // RetryOutcome is what became of a 417 a RetryLinker held.
 type RetryOutcome struct {
 	// RetriedBy is the id of the request that repeated it ("" if none);
-	// WithoutExpect whether that one left Expect out, as 10.1.1 asks (a
-	// repeat with Expect is named but the 417 keeps waiting for one
-	// without).
+	// WithoutExpect whether that one left Expect out, as 10.1.1 asks.
 	RetriedBy     string
 	WithoutExpect bool
 	// Dropped: released before its retry window ended because more than
@@ -35,9 +33,21 @@ type RetryOutcome struct {
 // several Analyzers, fed their events in capture order) decide the same.
 //
 // A 417 waits for its retry until the linker's clock (the latest time it
-// was given) is RetryWindow past the 417, until a retry without Expect
-// comes, or until more than max are waiting (the oldest goes first, as
-// Dropped); then release receives it with its outcome, once.
+// was given) is RetryWindow past the 417, until the request comes again,
+// or until more than max are waiting (the oldest goes first, as Dropped);
+// then release receives it with its outcome, once.
+//
+// Each 417 is repeated by at most one request and each request repeats at
+// most one 417. A repeat that asks for 100-continue again takes its 417 (a
+// client that keeps sending the same upload would otherwise have every
+// later request linked to its first 417); refused again, its own 417 waits
+// for the next repeat, so a chain of refusals reads one link at a time.
+// A repeat on another connection than the 417's is taken only once that
+// connection is closing (the 417 or its request said close, or a side sent
+// FIN or RST): clients repeat a request on the connection that refused it
+// while it stays open (curl, Go's net/http), and without this rule
+// clients behind one address that send the same request at about the same
+// time (load tests, loops of curl) would each be linked to another's 417.
 type RetryLinker[T any] struct {
 	window  time.Duration
 	max     int
@@ -47,6 +57,9 @@ type RetryLinker[T any] struct {
 	// byKey holds the waiting 417s by a hash of their identity; a list may
 	// mix identities whose hashes collide, so readers compare them.
 	byKey map[uint64][]*awaiting[T]
+	// open holds, by connection, the waiting 417s whose connection is not
+	// known to be closing.
+	open map[uint64][]*awaiting[T]
 	// fifo holds them in order of their 417, for expiry; a slot is nil
 	// once its 417 was released otherwise. base is the sequence number of
 	// fifo[0], n the number of non-nil slots.
@@ -57,12 +70,13 @@ type RetryLinker[T any] struct {
 }
 
 type awaiting[T any] struct {
-	id        string
-	who       RequestIdentity
-	final     time.Time
-	seq       int
-	retriedBy string
-	v         T
+	id      string
+	conn    uint64
+	closing bool
+	who     RequestIdentity
+	final   time.Time
+	seq     int
+	v       T
 }
 
 // NewRetryLinker returns a linker that looks for a retry within window of
@@ -71,7 +85,8 @@ func NewRetryLinker[T any](window time.Duration, max int, release func(T, RetryO
 	if max <= 0 {
 		max = DefaultMaxAwait
 	}
-	return &RetryLinker[T]{window: window, max: max, release: release, seed: maphash.MakeSeed(), byKey: map[uint64][]*awaiting[T]{}}
+	return &RetryLinker[T]{window: window, max: max, release: release, seed: maphash.MakeSeed(),
+		byKey: map[uint64][]*awaiting[T]{}, open: map[uint64][]*awaiting[T]{}}
 }
 
 // Waiting is the number of 417s held.
@@ -89,12 +104,17 @@ func (l *RetryLinker[T]) Advance(now time.Time) {
 	l.expire()
 }
 
-// Rejected holds the 417 (at time final) answering request id, with v,
-// until its retry comes.
-func (l *RetryLinker[T]) Rejected(id string, who RequestIdentity, final time.Time, v T) {
-	w := &awaiting[T]{id: id, who: who, final: final, seq: l.base + len(l.fifo), v: v}
+// Rejected holds the 417 (at time final) answering request id on
+// connection conn (any number that tells connections apart), with v, until
+// its retry comes; closing tells that the 417 or its request announced
+// the connection's close.
+func (l *RetryLinker[T]) Rejected(id string, conn uint64, who RequestIdentity, final time.Time, closing bool, v T) {
+	w := &awaiting[T]{id: id, conn: conn, closing: closing, who: who, final: final, seq: l.base + len(l.fifo), v: v}
 	k := l.key(who)
 	l.byKey[k] = append(l.byKey[k], w)
+	if !closing {
+		l.open[conn] = append(l.open[conn], w)
+	}
 	l.fifo = append(l.fifo, w)
 	l.n++
 	if l.n > l.max {
@@ -102,45 +122,67 @@ func (l *RetryLinker[T]) Rejected(id string, who RequestIdentity, final time.Tim
 	}
 }
 
-// Request notes request id (headers ended at at), and returns the id of
-// the held 417 it repeats, if any: the first of the same identity whose
-// 417 came before at.
-func (l *RetryLinker[T]) Request(id string, who RequestIdentity, at time.Time, expect bool) (retryOf string) {
+// Closing notes that connection conn is going away (a side sent FIN or
+// RST): the requests refused on it can be repeated only on another.
+func (l *RetryLinker[T]) Closing(conn uint64) {
+	list, ok := l.open[conn]
+	if !ok {
+		return
+	}
+	for _, w := range list {
+		w.closing = true
+	}
+	delete(l.open, conn)
+}
+
+// Request notes request id on connection conn (headers ended at at), and
+// returns the id of the held 417 it repeats, if any, releasing that 417:
+// one of the same identity whose 417 came before at, on the same
+// connection if there is one, else the first held on a closing
+// connection (retries on new connections are paired with refusals in
+// order, as clients behind one address retry in the order they were
+// refused).
+func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at time.Time, expect bool) (retryOf string) {
 	if l.n == 0 {
 		return ""
 	}
 	k := l.key(who)
 	list := l.byKey[k]
+	pick := -1
 	for i, w := range list {
 		if w.final.After(at) || w.who != who {
 			continue
 		}
-		w.retriedBy = id
-		if expect {
-			return w.id // keep waiting for a retry without Expect
+		if w.conn == conn {
+			pick = i
+			break
 		}
-		l.byKey[k] = append(list[:i:i], list[i+1:]...)
-		if len(l.byKey[k]) == 0 {
-			delete(l.byKey, k)
+		if pick < 0 && w.closing {
+			pick = i
 		}
-		l.fifo[w.seq-l.base] = nil
-		l.n--
-		l.release(w.v, RetryOutcome{RetriedBy: id, WithoutExpect: true})
-		return w.id
 	}
-	return ""
+	if pick < 0 {
+		return ""
+	}
+	w := list[pick]
+	l.fifo[w.seq-l.base] = nil
+	l.n--
+	l.unlist(w)
+	l.release(w.v, RetryOutcome{RetriedBy: id, WithoutExpect: !expect})
+	return w.id
 }
 
 // Flush releases every held 417, in the order of their 417s.
 func (l *RetryLinker[T]) Flush() {
 	clear(l.byKey)
+	clear(l.open)
 	fifo := l.fifo
 	l.base += len(fifo)
 	l.fifo, l.n = nil, 0
 	for i, w := range fifo {
 		fifo[i] = nil // let each go as it is released
 		if w != nil {
-			l.release(w.v, RetryOutcome{RetriedBy: w.retriedBy})
+			l.release(w.v, RetryOutcome{})
 		}
 	}
 }
@@ -165,27 +207,40 @@ func (l *RetryLinker[T]) expire() {
 		}
 		l.n--
 		l.unlist(w)
-		l.release(w.v, RetryOutcome{RetriedBy: w.retriedBy, Dropped: dropped})
+		l.release(w.v, RetryOutcome{Dropped: dropped})
 	}
 	if len(l.fifo) == 0 {
 		l.fifo = nil // the backing array of a flood is let go
 	}
 }
 
+// unlist takes w out of the indexes (not the fifo).
 func (l *RetryLinker[T]) unlist(w *awaiting[T]) {
 	k := l.key(w.who)
-	list := l.byKey[k]
-	for i, x := range list {
-		if x == w {
-			list = append(list[:i:i], list[i+1:]...)
-			break
-		}
-	}
-	if len(list) == 0 {
+	if list := without(l.byKey[k], w); len(list) == 0 {
 		delete(l.byKey, k)
 	} else {
 		l.byKey[k] = list
 	}
+	if w.closing {
+		return
+	}
+	if list := without(l.open[w.conn], w); len(list) == 0 {
+		delete(l.open, w.conn)
+	} else {
+		l.open[w.conn] = list
+	}
+}
+
+// without returns list without w, in a new array when w was in it: the
+// old one may still be ranged over by a caller.
+func without[T any](list []*awaiting[T], w *awaiting[T]) []*awaiting[T] {
+	for i, x := range list {
+		if x == w {
+			return append(list[:i:i], list[i+1:]...)
+		}
+	}
+	return list
 }
 
 // key hashes an identity: an 8-byte map key that costs no allocation, in

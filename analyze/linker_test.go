@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ func TestRetryLinker(t *testing.T) {
 	a, b := who("10.0.0.1", "/a"), who("10.0.0.1", "/b")
 	other := who("10.0.0.2", "/a") // same request from another client
 	type step struct {
-		op      string // "417", "req", "req+expect", "advance", "flush"
+		op      string // "417", "417close", "end", "req", "req+expect", "advance", "flush"
 		id      string
 		who     RequestIdentity
 		at      float64 // seconds
@@ -31,48 +32,77 @@ func TestRetryLinker(t *testing.T) {
 		want  []string // releases: "id:retriedBy:withoutExpect:dropped"
 	}{
 		{
-			name:  "retry without Expect links and releases at once",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: a, at: 1.1, retryOf: "1-1"}},
+			name:  "retry without Expect on the same connection links and releases at once",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "1-2", who: a, at: 1.1, retryOf: "1-1"}},
+			want:  []string{"1-1:1-2:true:false"},
+		},
+		{
+			name:  "retry without Expect on a new connection after a 417 with close",
+			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: a, at: 1.1, retryOf: "1-1"}},
 			want:  []string{"1-1:2-1:true:false"},
 		},
 		{
-			name: "retry with Expect is named, the 417 waits on; a later one without Expect wins",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "2-1", who: a, at: 1.1, retryOf: "1-1"},
-				{op: "req", id: "3-1", who: a, at: 1.2, retryOf: "1-1"}},
+			name: "a connection still open keeps its 417 from requests on other connections",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: a, at: 2},
+				{op: "end", id: "1-9", at: 3}, {op: "req", id: "3-1", who: a, at: 4, retryOf: "1-1"}},
 			want: []string{"1-1:3-1:true:false"},
 		},
 		{
-			name:  "retry with Expect only: named at the end, never without Expect",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "2-1", who: a, at: 2, retryOf: "1-1"}, {op: "flush"}},
-			want:  []string{"1-1:2-1:false:false"},
+			name: "a retry with Expect takes its 417: a later request is not linked to it",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "1-2", who: a, at: 1.1, retryOf: "1-1"},
+				{op: "req", id: "1-3", who: a, at: 1.2}, {op: "flush"}},
+			want: []string{"1-1:1-2:false:false"},
+		},
+		{
+			name: "a chain: refused, asked again, refused again, then repeated without Expect",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "1-2", who: a, at: 1.1, retryOf: "1-1"},
+				{op: "417", id: "1-2", who: a, at: 1.2}, {op: "req", id: "1-3", who: a, at: 1.3, retryOf: "1-2"}},
+			want: []string{"1-1:1-2:false:false", "1-2:1-3:true:false"},
+		},
+		{
+			// curl with an explicit Expect header, run again and again from
+			// one address: each run repeats its refused request on its own
+			// connection, and the runs overlap. Every later run used to be
+			// linked to the first 417.
+			name: "the same upload over and over from one address links each run to its own 417",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "5-1", who: a, at: 1.05},
+				{op: "417", id: "5-1", who: a, at: 1.06}, {op: "req+expect", id: "1-2", who: a, at: 1.1, retryOf: "1-1"},
+				{op: "req+expect", id: "5-2", who: a, at: 1.2, retryOf: "5-1"}, {op: "req+expect", id: "9-1", who: a, at: 3}, {op: "flush"}},
+			want: []string{"1-1:1-2:false:false", "5-1:5-2:false:false"},
+		},
+		{
+			name: "a repeat on the refusing connection takes that connection's 417 before an older one",
+			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2},
+				{op: "req", id: "2-2", who: a, at: 2.1, retryOf: "2-1"}, {op: "req", id: "3-1", who: a, at: 3, retryOf: "1-1"}},
+			want: []string{"2-1:2-2:true:false", "1-1:3-1:true:false"},
 		},
 		{
 			name: "another identity is not a retry",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: b, at: 2}, {op: "req", id: "3-1", who: other, at: 2},
+			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: b, at: 2}, {op: "req", id: "3-1", who: other, at: 2},
 				{op: "flush"}},
 			want: []string{"1-1::false:false"},
 		},
 		{
 			name:  "a request before the 417 is not its retry",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 5}, {op: "req", id: "0-2", who: a, at: 4}, {op: "flush"}},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 5}, {op: "req", id: "1-0", who: a, at: 4}, {op: "flush"}},
 			want:  []string{"1-1::false:false"},
 		},
 		{
 			name: "the window passes by capture time",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "advance", at: 30.999}, {op: "advance", at: 31},
+			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "advance", at: 30.999}, {op: "advance", at: 31},
 				{op: "req", id: "2-1", who: a, at: 31}},
 			want: []string{"1-1::false:false"},
 		},
 		{
 			name: "the oldest 417 beyond the bound is dropped; the others still link",
 			max:  2,
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: b, at: 2}, {op: "417", id: "3-1", who: other, at: 3},
+			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "417close", id: "2-1", who: b, at: 2}, {op: "417close", id: "3-1", who: other, at: 3},
 				{op: "req", id: "4-1", who: a, at: 4}, {op: "req", id: "5-1", who: b, at: 5, retryOf: "2-1"}, {op: "flush"}},
 			want: []string{"1-1::false:true", "2-1:5-1:true:false", "3-1::false:false"},
 		},
 		{
-			name: "two 417s of one request: the first is retried first",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2},
+			name: "two 417s of one request on closing connections: the first is retried first",
+			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2}, {op: "end", id: "2-9", at: 2.5},
 				{op: "req", id: "3-1", who: a, at: 3, retryOf: "1-1"}, {op: "req", id: "4-1", who: a, at: 4, retryOf: "2-1"}},
 			want: []string{"1-1:3-1:true:false", "2-1:4-1:true:false"},
 		},
@@ -81,6 +111,15 @@ func TestRetryLinker(t *testing.T) {
 			steps: []step{{op: "417", id: "2-1", who: b, at: 1}, {op: "417", id: "1-1", who: a, at: 2}, {op: "flush"}},
 			want:  []string{"2-1::false:false", "1-1::false:false"},
 		},
+	}
+	// A negotiation's id is its connection's first packet, a dash and its
+	// place on the connection, as an Analyzer names it.
+	connOf := func(id string) uint64 {
+		n, err := strconv.ParseUint(id[:strings.IndexByte(id, '-')], 10, 64)
+		if err != nil {
+			t.Fatalf("id %q", id)
+		}
+		return n
 	}
 	base := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 	sec := func(s float64) time.Time { return base.Add(time.Duration(s * float64(time.Second))) }
@@ -92,12 +131,15 @@ func TestRetryLinker(t *testing.T) {
 			})
 			for i, s := range tt.steps {
 				switch s.op {
-				case "417":
+				case "417", "417close":
 					l.Advance(sec(s.at))
-					l.Rejected(s.id, s.who, sec(s.at), s.id)
+					l.Rejected(s.id, connOf(s.id), s.who, sec(s.at), s.op == "417close", s.id)
+				case "end": // the connection of id closes
+					l.Advance(sec(s.at))
+					l.Closing(connOf(s.id))
 				case "req", "req+expect":
 					l.Advance(sec(s.at))
-					if r := l.Request(s.id, s.who, sec(s.at), s.op == "req+expect"); r != s.retryOf {
+					if r := l.Request(s.id, connOf(s.id), s.who, sec(s.at), s.op == "req+expect"); r != s.retryOf {
 						t.Errorf("step %d: %s is a retry of %q, want %q", i, s.id, r, s.retryOf)
 					}
 				case "advance":

@@ -657,9 +657,10 @@ func (m *merger) late(msg recMsg) {
 		switch {
 		case it.rec == nil:
 			ev := msg.evs[it.ev]
-			if ev.Request {
+			switch _, ok := m.held[ev.ID]; {
+			case ev.Request:
 				m.lateReqs[ev.ID] = true
-			} else if _, ok := m.held[ev.ID]; !ok {
+			case !ev.End && !ok:
 				m.held[ev.ID] = nil // its record, should it come first, waits
 			}
 			m.lateItems[msg.worker] = append(m.lateItems[msg.worker], lateItem{ev: ev})
@@ -673,8 +674,12 @@ func (m *merger) late(msg recMsg) {
 
 func (m *merger) event(ev *analyze.LinkEvent) {
 	m.linker.Advance(ev.Now)
+	if ev.End {
+		m.linker.Closing(ev.Conn)
+		return
+	}
 	if ev.Request {
-		if orig := m.linker.Request(ev.ID, ev.Identity, ev.At, ev.Expect); orig != "" {
+		if orig := m.linker.Request(ev.ID, ev.Conn, ev.Identity, ev.At, ev.Expect); orig != "" {
 			m.retryOf[ev.ID] = orig
 		}
 		return
@@ -682,7 +687,7 @@ func (m *merger) event(ev *analyze.LinkEvent) {
 	if _, ok := m.held[ev.ID]; !ok {
 		m.held[ev.ID] = nil
 	}
-	m.linker.Rejected(ev.ID, ev.Identity, ev.At, ev.ID)
+	m.linker.Rejected(ev.ID, ev.Conn, ev.Identity, ev.At, ev.Closing, ev.ID)
 }
 
 func (m *merger) record(r *analyze.Record) {

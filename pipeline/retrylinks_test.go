@@ -1,0 +1,104 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/pipeline"
+)
+
+// TestParallelRetryLinks reads a loopback capture of four loops of curl
+// 7.88 run at once against nginx 1.22 (testdata/loopback/README.md): each
+// run PUTs /e417/x with an explicit Expect (nginx answers 417 and keeps
+// the connection; curl sends the request again at once, Expect and all,
+// on the same connection) and /e417/y with curl's own Expect (417, then
+// the request again without Expect, on the same connection). Every client
+// is 127.0.0.1 and every /e417/x is the same request, so only the
+// connection tells whose repeat is whose: each 417 must be linked to the
+// next request on its own connection, and nothing linked twice, with 1, 2
+// and 3 workers, streamed or mapped. (The linker used to link every later
+// /e417/x of the capture to the first 417.)
+func TestParallelRetryLinks(t *testing.T) {
+	f, err := os.Open("../testdata/loopback/curl-nginx-parallel-417.pcap.gz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcap, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for _, workers := range []int{1, 2, 3} {
+		recs, _ := runBytes(t, pcap, pipeline.Options{Workers: workers, Analyze: analyze.Config{All: true}})
+		checkRetryLinks(t, recs)
+		got := ndjsonOf(t, recs)
+		if want == nil {
+			want = got
+		} else if !bytes.Equal(got, want) {
+			t.Errorf("%d workers: records differ from 1 worker's", workers)
+		}
+	}
+	if got, _ := runFile(t, writeTemp(t, pcap), true, 2); !bytes.Equal(got, want) {
+		t.Errorf("mapped, 2 workers: records differ from 1 worker's")
+	}
+}
+
+// checkRetryLinks holds recs to what the capture shows: a 417 is repeated
+// by the next request on its connection (id "C-N" by "C-N+1"), with the
+// same method and target; the /e417/x repeats ask for 100-continue again
+// (no-retry-after-417 stays), the /e417/y ones do not
+// (retried-without-expect).
+func checkRetryLinks(t *testing.T, recs []*analyze.Record) {
+	t.Helper()
+	byID := map[string]*analyze.Record{}
+	for _, r := range recs {
+		byID[r.ID] = r
+	}
+	next := func(id string) string {
+		conn, n, _ := strings.Cut(id, "-")
+		i, _ := strconv.Atoi(n)
+		return conn + "-" + strconv.Itoa(i+1)
+	}
+	refused, repeats := 0, 0
+	for _, r := range recs {
+		if r.Final != nil && r.Final.Status == 417 {
+			refused++
+			if r.RetriedBy == nil {
+				t.Errorf("%s %s: 417 not linked to its repeat", r.ID, r.Request.Target)
+				continue
+			}
+			if *r.RetriedBy != next(r.ID) {
+				t.Errorf("%s %s: retried by %s, want %s (the next request on its connection)", r.ID, r.Request.Target, *r.RetriedBy, next(r.ID))
+			}
+			flag := analyze.FlagRetriedWithoutExpect
+			if r.Request.Target == "/e417/x" {
+				flag = analyze.FlagNoRetryAfter417
+			}
+			if !r.HasFlag(flag) {
+				t.Errorf("%s %s: flags %v, want %s", r.ID, r.Request.Target, r.Flags, flag)
+			}
+		}
+		if r.RetryOf != nil {
+			repeats++
+			orig := byID[*r.RetryOf]
+			if orig == nil || orig.RetriedBy == nil || *orig.RetriedBy != r.ID || orig.Request.Target != r.Request.Target || orig.Conn != r.Conn {
+				t.Errorf("%s %s: retry of %s, which does not name it back on the same connection", r.ID, r.Request.Target, *r.RetryOf)
+			}
+		}
+	}
+	// 4 loops x 5 runs, two refusals each.
+	if refused != 40 || repeats != 40 {
+		t.Errorf("%d 417s and %d repeats, want 40 and 40", refused, repeats)
+	}
+}
