@@ -42,12 +42,16 @@ type RetryOutcome struct {
 // client that keeps sending the same upload would otherwise have every
 // later request linked to its first 417); refused again, its own 417 waits
 // for the next repeat, so a chain of refusals reads one link at a time.
-// A repeat on another connection than the 417's is taken only once that
-// connection is closing (the 417 or its request said close, or a side sent
-// FIN or RST): clients repeat a request on the connection that refused it
-// while it stays open (curl, Go's net/http), and without this rule
-// clients behind one address that send the same request at about the same
-// time (load tests, loops of curl) would each be linked to another's 417.
+// A repeat on the refusing connection is taken first. A repeat on another
+// connection that asks for 100-continue again is taken only once the
+// refusing connection is closing (the 417 or its request said close, or a
+// side sent FIN or RST): a client that repeats with Expect does it on the
+// open connection (curl with an explicit Expect header), and clients
+// behind one address that send the same request at about the same time
+// (load tests, loops of curl) would otherwise each be linked to another's
+// 417. A repeat without Expect may come on any connection: a client's
+// pool sends it on whichever is idle (Go's net/http, while the refusing
+// one still carries the body it sent after the 417).
 type RetryLinker[T any] struct {
 	window  time.Duration
 	max     int
@@ -139,32 +143,40 @@ func (l *RetryLinker[T]) Closing(conn uint64) {
 // returns the id of the held 417 it repeats, if any, releasing that 417:
 // one of the same identity whose 417 came before at, on the same
 // connection if there is one, else the first held on a closing
-// connection (retries on new connections are paired with refusals in
-// order, as clients behind one address retry in the order they were
-// refused).
+// connection, else, for a request without Expect, the first held (retries
+// on other connections are paired with refusals in order, as clients
+// behind one address retry in the order they were refused).
 func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at time.Time, expect bool) (retryOf string) {
 	if l.n == 0 {
 		return ""
 	}
 	k := l.key(who)
 	list := l.byKey[k]
-	pick := -1
-	for i, w := range list {
-		if w.final.After(at) || w.who != who {
+	var w, closing, open *awaiting[T]
+	for _, x := range list {
+		if x.final.After(at) || x.who != who {
 			continue
 		}
-		if w.conn == conn {
-			pick = i
+		if x.conn == conn {
+			w = x
 			break
 		}
-		if pick < 0 && w.closing {
-			pick = i
+		if x.closing && closing == nil {
+			closing = x
+		}
+		if !expect && open == nil {
+			open = x
 		}
 	}
-	if pick < 0 {
+	switch {
+	case w != nil:
+	case closing != nil:
+		w = closing
+	case open != nil:
+		w = open
+	default:
 		return ""
 	}
-	w := list[pick]
 	l.fifo[w.seq-l.base] = nil
 	l.n--
 	l.unlist(w)

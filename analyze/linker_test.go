@@ -42,10 +42,23 @@ func TestRetryLinker(t *testing.T) {
 			want:  []string{"1-1:2-1:true:false"},
 		},
 		{
-			name: "a connection still open keeps its 417 from requests on other connections",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: a, at: 2},
-				{op: "end", id: "1-9", at: 3}, {op: "req", id: "3-1", who: a, at: 4, retryOf: "1-1"}},
-			want: []string{"1-1:3-1:true:false"},
+			name: "a connection still open keeps its 417 from requests with Expect on other connections",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "2-1", who: a, at: 2},
+				{op: "end", id: "1-9", at: 3}, {op: "req+expect", id: "3-1", who: a, at: 4, retryOf: "1-1"}},
+			want: []string{"1-1:3-1:false:false"},
+		},
+		{
+			// Go's net/http after a 417: the refusing connection still carries
+			// the body sent anyway, and the repeat goes out on an idle one.
+			name: "a repeat without Expect on another open connection (a client's pool) links",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "4-7", who: a, at: 1.1, retryOf: "1-1"}},
+			want:  []string{"1-1:4-7:true:false"},
+		},
+		{
+			name: "a closing connection's 417 goes before an older one on an open connection",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417close", id: "2-1", who: a, at: 2},
+				{op: "req", id: "3-1", who: a, at: 3, retryOf: "2-1"}, {op: "req", id: "4-1", who: a, at: 4, retryOf: "1-1"}},
+			want: []string{"2-1:3-1:true:false", "1-1:4-1:true:false"},
 		},
 		{
 			name: "a retry with Expect takes its 417: a later request is not linked to it",

@@ -128,6 +128,53 @@ func TestGeneratedVerdicts(t *testing.T) {
 	}
 }
 
+// TestGeneratedRetryElsewhere generates the scenarios left out of the
+// default mix, repeats of a 417 on another connection: from a client's
+// pool while the refusing connection is still open, and with Expect again
+// after the client closed the refusing connection. Every verdict and flag
+// must be the scripted one, every 417 linked to its repeat on the other
+// connection, with 1, 2 and 3 workers, the same records from each.
+func TestGeneratedRetryElsewhere(t *testing.T) {
+	cfg := gen.Config{Seed: 3, Sessions: 1500, Concurrency: 150, BodyMin: 200, BodyMax: 6000, Only: gen.ExtraScenarios()}
+	pcap, exps := generate(t, cfg)
+	var want []byte
+	for _, w := range []int{1, 2, 3} {
+		recs, _ := runBytes(t, pcap, pipeline.Options{Workers: w, Analyze: analyze.Config{All: true}})
+		checkVerdicts(t, exps, recs)
+		got := ndjsonOf(t, recs)
+		if want == nil {
+			want = got
+		} else if !bytes.Equal(got, want) {
+			t.Errorf("workers %d: records differ from one worker's", w)
+		}
+		byID := map[string]*analyze.Record{}
+		for _, r := range recs {
+			byID[r.ID] = r
+		}
+		linked := 0
+		for _, r := range recs {
+			if r.Final == nil || r.Final.Status != 417 {
+				continue
+			}
+			if rep := byID[deref(r.RetriedBy)]; rep == nil || rep.Conn == r.Conn || rep.Request.Target != r.Request.Target || deref(rep.RetryOf) != r.ID {
+				t.Errorf("workers %d: %s %s: retried by %q, want a repeat on another connection naming it back", w, r.ID, r.Request.Target, deref(r.RetriedBy))
+				continue
+			}
+			linked++
+		}
+		if linked < 1000 {
+			t.Errorf("workers %d: %d 417s linked", w, linked)
+		}
+	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
 // TestGeneratedImpaired adds reordering, retransmission and loss.
 func TestGeneratedImpaired(t *testing.T) {
 	cfg := gen.Config{Seed: 11, Sessions: 2000, Concurrency: 50, BodyMin: 3000, BodyMax: 20000,

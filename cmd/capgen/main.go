@@ -51,7 +51,7 @@ func run(args []string) error {
 	fs.Float64Var(&cfg.Reorder, "reorder", 0, "probability that a body segment is swapped with the next")
 	fs.Float64Var(&cfg.Retrans, "retrans", 0, "probability that a body segment is retransmitted")
 	fs.IntVar(&cfg.AckEvery, "ack-every", 8, "the receiver ACKs every n body segments")
-	only := fs.String("only", "", "comma-separated scenarios to generate (default all: "+strings.Join(gen.Scenarios(), ",")+")")
+	only := fs.String("only", "", "comma-separated scenarios to generate (default all but "+strings.Join(gen.ExtraScenarios(), " and ")+": "+strings.Join(gen.Scenarios(), ",")+")")
 	targetMB := fs.Int("size-mb", 0, "instead of -sessions, generate about this many MB (estimated from the mean body size)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -26,35 +26,40 @@ type generator struct {
 	sum int
 }
 
-// scenario is one kind of session and its weight in the mix.
+// scenario is one kind of session and its weight in the mix. An extra
+// scenario is generated only when asked for by name (Config.Only), so
+// that the default mix, and the bytes a seed gives, stay as they were.
 type scenario struct {
 	name   string
 	weight int
 	build  func(b *script)
+	extra  bool
 }
 
 var scenarios = []scenario{
-	{"continued", 30, scContinued},
-	{"rejected-retry-same", 5, scRejectedRetrySame},
-	{"rejected-retry-new", 5, scRejectedRetryNew},
-	{"rejected-no-retry", 3, scRejectedNoRetry},
-	{"rejected-retry-expect", 2, scRejectedRetryExpectAgain},
-	{"body-after-417", 2, scBodyAfter417},
-	{"final-413", 4, scFinal(413, "Payload Too Large")},
-	{"final-401", 3, scFinal(401, "Unauthorized")},
-	{"timeout-350ms", 3, scTimeout(350 * time.Millisecond)},
-	{"timeout-1s", 2, scTimeout(time.Second)},
-	{"no-wait", 6, scNoWait},
-	{"keep-alive", 5, scKeepAlive},
-	{"pipelined", 4, scPipelined},
-	{"chunked", 5, scChunked},
-	{"http10", 3, scHTTP10},
-	{"plain-post", 8, scPlainPost},
-	{"plain-get", 8, scPlainGet},
-	{"noise", 10, scNoise},
+	{name: "continued", weight: 30, build: scContinued},
+	{name: "rejected-retry-same", weight: 5, build: scRejectedRetrySame},
+	{name: "rejected-retry-new", weight: 5, build: scRejectedRetryNew},
+	{name: "rejected-no-retry", weight: 3, build: scRejectedNoRetry},
+	{name: "rejected-retry-expect", weight: 2, build: scRejectedRetryExpectAgain},
+	{name: "body-after-417", weight: 2, build: scBodyAfter417},
+	{name: "final-413", weight: 4, build: scFinal(413, "Payload Too Large")},
+	{name: "final-401", weight: 3, build: scFinal(401, "Unauthorized")},
+	{name: "timeout-350ms", weight: 3, build: scTimeout(350 * time.Millisecond)},
+	{name: "timeout-1s", weight: 2, build: scTimeout(time.Second)},
+	{name: "no-wait", weight: 6, build: scNoWait},
+	{name: "keep-alive", weight: 5, build: scKeepAlive},
+	{name: "pipelined", weight: 4, build: scPipelined},
+	{name: "chunked", weight: 5, build: scChunked},
+	{name: "http10", weight: 3, build: scHTTP10},
+	{name: "plain-post", weight: 8, build: scPlainPost},
+	{name: "plain-get", weight: 8, build: scPlainGet},
+	{name: "noise", weight: 10, build: scNoise},
+	{name: "rejected-retry-pooled", weight: 3, build: scRejectedRetryPooled, extra: true},
+	{name: "rejected-close-retry-expect", weight: 2, build: scRejectedCloseRetryExpect, extra: true},
 }
 
-// Scenarios returns the names of all scenarios.
+// Scenarios returns the names of all scenarios, the extra ones last.
 func Scenarios() []string {
 	var n []string
 	for _, s := range scenarios {
@@ -63,9 +68,21 @@ func Scenarios() []string {
 	return n
 }
 
+// ExtraScenarios returns the names of the scenarios left out of the
+// default mix.
+func ExtraScenarios() []string {
+	var n []string
+	for _, s := range scenarios {
+		if s.extra {
+			n = append(n, s.name)
+		}
+	}
+	return n
+}
+
 func mixFor(only []string) []scenario {
 	if len(only) == 0 {
-		return scenarios
+		return slices.DeleteFunc(slices.Clone(scenarios), func(s scenario) bool { return s.extra })
 	}
 	var m []scenario
 	for _, s := range scenarios {
@@ -413,6 +430,63 @@ func scRejectedNoRetry(b *script) {
 	b.send(1, resp417("close"))
 	b.wait(segGap)
 	b.close(true)
+}
+
+// scRejectedRetryPooled is a client with a pool of connections (Go's
+// net/http): a GET leaves connection 0 idle; the upload, on a new
+// connection 1, is refused with a 417 that keeps the connection, the
+// client sends the body anyway, and its repeat without Expect goes out on
+// the idle connection 0 while 1 is still open.
+func scRejectedRetryPooled(b *script) {
+	n := b.bodyLen()
+	target := "/pool/" + itoa(b.s.idx)
+	b.plain(b.request("GET", "/", "HTTP/1.1"))
+	b.wait(serverTurn)
+	b.send(1, ok())
+	b.wait(clientTurn)
+	b.open(1)
+	b.expect(b.request("POST", target, "HTTP/1.1", cl(n), exp100), "rejected", 417, "body-after-417", "retried-without-expect")
+	b.wait(serverTurn)
+	b.send(1, resp417(""))
+	b.wait(clientTurn)
+	b.body(b.fill(n))
+	b.wait(segGap)
+	b.conn = 0
+	b.plain(b.request("POST", target, "HTTP/1.1", cl(n)))
+	b.wait(segGap)
+	b.body(b.fill(n))
+	b.wait(serverTurn)
+	b.send(1, ok())
+	b.wait(clientTurn)
+	b.close(false)
+	b.conn = 1
+	b.close(false)
+}
+
+// scRejectedCloseRetryExpect: a 417 that keeps the connection, which the
+// client closes all the same; it asks again with Expect on a new
+// connection, and the server says 100. The repeat is linked because the
+// first connection closed (a repeat with Expect on another connection
+// that is still open is not taken as one).
+func scRejectedCloseRetryExpect(b *script) {
+	n := b.bodyLen()
+	target := "/again/" + itoa(b.s.idx)
+	b.expect(b.request("PUT", target, "HTTP/1.1", cl(n), exp100), "rejected", 417, "no-retry-after-417")
+	b.wait(serverTurn)
+	b.send(1, resp417(""))
+	b.wait(clientTurn)
+	b.close(false)
+	b.wait(clientTurn)
+	b.open(1)
+	b.expect(b.request("PUT", target, "HTTP/1.1", cl(n), exp100), "continued", 200)
+	b.wait(serverTurn)
+	b.send(1, resp100)
+	b.wait(halfRTT * 2)
+	b.body(b.fill(n))
+	b.wait(serverTurn)
+	b.send(1, ok())
+	b.wait(clientTurn)
+	b.close(false)
 }
 
 func scBodyAfter417(b *script) {
