@@ -50,7 +50,7 @@ func TestRetryLinker(t *testing.T) {
 		{
 			// Go's net/http after a 417: the refusing connection still carries
 			// the body sent anyway, and the repeat goes out on an idle one.
-			name: "a repeat without Expect on another open connection (a client's pool) links",
+			name:  "a repeat without Expect on another open connection (a client's pool) links",
 			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "4-7", who: a, at: 1.1, retryOf: "1-1"}},
 			want:  []string{"1-1:4-7:true:false"},
 		},

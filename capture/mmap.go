@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -271,8 +272,15 @@ type Chunker struct {
 
 // Chunker returns a Chunker for a source of one mapped pcap or pcapng
 // file whose header was read without error and which nothing was read
-// from yet; nil otherwise. size is the chunk size in bytes.
-func (s *fileSource) Chunker(size int) *Chunker {
+// from yet; nil otherwise. Chunks are size bytes, or up to maxSize when
+// the first records are large: room for chunkRecords of them.
+//
+// A chunk's decoder searches for its first record from the chunk's start,
+// half a record on average, where reading the file in order hops from
+// header to header: with 64 KiB records (loopback captures, or GRO) and
+// 512 KiB chunks the searching cost more than the decoding, and two cores
+// were slower than one.
+func (s *fileSource) Chunker(size, maxSize int) *Chunker {
 	if len(s.inputs) != 1 || s.primed || size <= 0 {
 		return nil
 	}
@@ -288,12 +296,67 @@ func (s *fileSource) Chunker(size int) *Chunker {
 		if len(c.mm.m) >= c.start+16 {
 			c.sec0 = int64(r.u32(c.mm.m[c.start:]))
 		}
+		c.size = grownChunk(size, maxSize, meanRecord(c.mm.m, c.start, func(h []byte) int { return 16 + int(r.u32(h[8:12])) }))
 	case *ngMapReader:
 		c.max = r.max
+		u32 := binary.LittleEndian.Uint32
+		if r.first.big {
+			u32 = binary.BigEndian.Uint32
+		}
+		c.size = grownChunk(size, maxSize, meanRecord(c.mm.m, c.start, func(h []byte) int { return int(u32(h[4:8])) }))
 		c.ng = newNgChunks(r, c.start, c.Len())
 	}
 	return c
 }
+
+// chunkRecords is how many records of the size found at a file's start a
+// grown chunk holds: the search for its first record then covers about
+// 1/(2 chunkRecords) of the file.
+const chunkRecords = 128
+
+// grownChunk is the chunk size for records of mean length mean: size, or
+// room for chunkRecords of them, up to maxSize, in whole 64 KiB.
+func grownChunk(size, maxSize, mean int) int {
+	want := (mean*chunkRecords + 1<<16 - 1) &^ (1<<16 - 1)
+	return max(size, min(want, maxSize))
+}
+
+// meanRecord is the mean length of the first records (up to 64, within
+// 8 MiB) from start, hopping by length(header) (16 bytes of it at
+// least); 0 when there is none.
+func meanRecord(m []byte, start int, length func(h []byte) int) (mean int) {
+	defer func() {
+		// A file cut short under its mapping faults (debug.SetPanicOnFault):
+		// no estimate; reading the records will report it.
+		if p := recover(); p != nil {
+			if _, fault := p.(interface{ Addr() uintptr }); !fault {
+				panic(p)
+			}
+			mean = 0
+		}
+	}()
+	p, n := start, 0
+	for n < 64 && p+16 <= len(m) && p-start < 8<<20 {
+		l := length(m[p : p+16])
+		if l < 16 || l > len(m)-p {
+			break
+		}
+		p += l
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return (p - start) / n
+}
+
+// window is how far from a chunk's start its first record is looked
+// for: as far as the largest record allowed, so that a chunk that starts
+// in one still finds the next.
+func (c *Chunker) window() int { return max(1<<17, c.max+16) }
+
+// Size is the size of a chunk in bytes.
+func (c *Chunker) Size() int { return c.size }
 
 // Len is the number of chunks.
 func (c *Chunker) Len() int { return max(1, (len(c.mm.m)-c.start+c.size-1)/c.size) }
@@ -321,21 +384,48 @@ func (c *Chunker) Guess(i int) int64 {
 	}
 	lo, hi := c.bounds(i)
 	m := c.mm.m
+	// A record header needs 16 bytes; plausible refuses one cut by the end.
+	end := min(hi, lo+c.window(), len(m)-15)
 	// Most offsets fail on the top byte of the seconds, which plausible
-	// wants within 2^24 of the first record's: test that byte alone first.
+	// wants within 2^24 of the first record's: only offsets where that byte
+	// is within one of the first record's are tried, found with IndexByte.
+	// A chunk starts on average half a record before its first record, and
+	// payload rarely holds that byte: with 64 KiB records (loopback, GRO)
+	// testing byte by byte cost more than decoding.
 	top, at := byte(c.sec0>>24), 3
 	if c.pr.big {
 		at = 0
 	}
-	for p := lo; p < hi && p-lo < 1<<17; p++ {
-		if p+16 <= len(m) && m[p+at]-top+1 > 2 {
-			continue
+	next := [3]int{-1, -1, -1}
+	for p := lo; p < end; p++ {
+		if p = nearByte(m, p+at, end+at, top, &next) - at; p >= end {
+			break
 		}
 		if c.plausible(p) {
 			return int64(p)
 		}
 	}
 	return -1
+}
+
+// nearByte returns the least offset in [from, to) whose byte is within
+// one of b (b-1, b or b+1, wrapping), or to. next holds, for each of the
+// three, the offset of its occurrence found last (-1 at first, to when
+// there is none more): offsets are asked for in increasing order, so
+// each value's bytes are searched once.
+func nearByte(m []byte, from, to int, b byte, next *[3]int) int {
+	best := to
+	for k := range next {
+		if next[k] < from {
+			if j := bytes.IndexByte(m[from:to], b-1+byte(k)); j >= 0 {
+				next[k] = from + j
+			} else {
+				next[k] = to
+			}
+		}
+		best = min(best, next[k])
+	}
+	return best
 }
 
 func (c *Chunker) plausible(p int) bool {

@@ -566,7 +566,7 @@ func newNgChunks(r *ngMapReader, start, n int) *ngChunks {
 func (c *Chunker) guessNg(i int) int64 {
 	lo, hi := c.bounds(i)
 	big := c.ng.hint.Load().big
-	for p := (lo + 3) &^ 3; p < hi && p-lo < 1<<17; p += 4 {
+	for p := (lo + 3) &^ 3; p < hi && p-lo < c.window(); p += 4 {
 		if c.plausibleNg(p, big) {
 			return int64(p)
 		}

@@ -390,7 +390,7 @@ func TestMappedNgTestdata(t *testing.T) {
 func chunkFrames(t testing.TB, path string, size int, guess func(c *Chunker, i int) int64) []string {
 	t.Helper()
 	src := openFile(t, path, Options{MapMin: -1})
-	ch := src.(*fileSource).Chunker(size)
+	ch := src.(*fileSource).Chunker(size, size)
 	if ch == nil {
 		// A header error: the stream's warning.
 		return framesOf(t, openFile(t, path, Options{MapMin: -1}))
@@ -614,7 +614,7 @@ func BenchmarkFrameMapped(b *testing.B) {
 					if err != nil {
 						b.Fatal(err)
 					}
-					ch := src.(*fileSource).Chunker(512 << 10)
+					ch := src.(*fileSource).Chunker(512<<10, 512<<10)
 					n = 0
 					framed := 0
 					for i := range ch.Len() {

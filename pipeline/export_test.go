@@ -6,8 +6,8 @@ import "github.com/expectscope/expectscope/capture"
 // every guess of where a chunk's first record starts wrong but one in
 // three (the start of the chunk, or nothing), for the duration of a test.
 func SetChunking(size int, bad bool) (restore func()) {
-	oldSize, oldGuess := chunkSize, guess
-	chunkSize = size
+	oldSize, oldMax, oldGuess := chunkSize, maxChunkSize, guess
+	chunkSize, maxChunkSize = size, size
 	if bad {
 		guess = func(c *capture.Chunker, i int) int64 {
 			switch {
@@ -19,5 +19,5 @@ func SetChunking(size int, bad bool) (restore func()) {
 			return c.Start() + int64(i*size)
 		}
 	}
-	return func() { chunkSize, guess = oldSize, oldGuess }
+	return func() { chunkSize, maxChunkSize, guess = oldSize, oldMax, oldGuess }
 }

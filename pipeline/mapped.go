@@ -448,7 +448,8 @@ func addCapture(a, b capture.Stats) capture.Stats {
 // Chunked framing.
 //
 // A single mapped pcap or pcapng file is framed in parallel too (capture.Chunker):
-// the decoders take chunks of chunkSize bytes (512 KiB), each guesses where its
+// the decoders take chunks of chunkSize bytes (512 KiB, more for large
+// records: maxChunkSize), each guesses where its
 // first record starts, frames and decodes its records, numbering packets
 // from the chunk's start. The calling goroutine takes the chunks in order,
 // accepts a chunk only if it started where the one before ended, in the
@@ -458,6 +459,10 @@ func addCapture(a, b capture.Stats) capture.Stats {
 // to every worker, which proceed as in runMapped. A record that cannot be
 // read ends the file there with the warning reading from the start gives.
 var chunkSize = 512 << 10 // a variable for tests
+
+// maxChunkSize bounds the chunks grown for large records (Chunker): 8 MiB
+// holds 128 records of 64 KiB. Tests set it to chunkSize.
+var maxChunkSize = 8 << 20
 
 // guess is capture.Chunker.Guess; tests replace it with worse guesses.
 var guess = (*capture.Chunker).Guess
@@ -587,7 +592,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 					// later chunks start at or after old's bounds. A busy
 					// releaser skips this offset: the next one covers it.
 					select {
-					case releases <- ch.Start() + int64(old)*int64(chunkSize):
+					case releases <- ch.Start() + int64(old)*int64(ch.Size()):
 					default:
 					}
 				}

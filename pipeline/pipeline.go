@@ -98,9 +98,9 @@ func Run(ctx context.Context, src capture.Source, opt Options) (res *Result, err
 	if w > 1 {
 		if fs, ok := src.(capture.FrameSource); ok && fs.Mapped() {
 			if c, ok := fs.(interface {
-				Chunker(int) *capture.Chunker
+				Chunker(size, maxSize int) *capture.Chunker
 			}); ok {
-				if ch := c.Chunker(chunkSize); ch != nil {
+				if ch := c.Chunker(chunkSize, maxChunkSize); ch != nil {
 					return runChunked(ctx, fs, ch, opt, w)
 				}
 			}
