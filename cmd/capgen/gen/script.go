@@ -335,6 +335,17 @@ func (b *script) expect(head []byte, verdict string, status int, flags ...string
 	return &b.s.exp[len(b.s.exp)-1]
 }
 
+// plainUpload sends a request head without Expect, its body of n bytes,
+// and the server's 200.
+func (b *script) plainUpload(head []byte, n int) {
+	b.plain(head)
+	b.wait(segGap)
+	b.body(b.fill(n))
+	b.wait(serverTurn)
+	b.send(1, ok())
+	b.wait(clientTurn)
+}
+
 // plain sends a request head without Expect.
 func (b *script) plain(head []byte) {
 	b.send(0, head)
@@ -373,12 +384,7 @@ func scRejectedRetrySame(b *script) {
 	b.wait(serverTurn)
 	b.send(1, resp417(""))
 	b.wait(clientTurn)
-	b.plain(b.request("POST", target, "HTTP/1.1", cl(n)))
-	b.wait(segGap)
-	b.body(b.fill(n))
-	b.wait(serverTurn)
-	b.send(1, ok())
-	b.wait(clientTurn)
+	b.plainUpload(b.request("POST", target, "HTTP/1.1", cl(n)), n)
 	b.close(false)
 }
 
@@ -393,7 +399,11 @@ func scRejectedRetryExpectAgain(b *script) { rejectedRetryNew(b, true) }
 // rejectedRetryNew: a 417 with close, then the request again on a new
 // connection, without Expect or, with expectAgain, asking for
 // 100-continue again.
-func rejectedRetryNew(b *script, expectAgain bool) {
+func rejectedRetryNew(b *script, expectAgain bool) { rejectedRetryNewAfter(b, expectAgain, true) }
+
+// rejectedRetryNewAfter is rejectedRetryNew with a 417 that announces the
+// close (the server closes), or not (the client closes).
+func rejectedRetryNewAfter(b *script, expectAgain, announced bool) {
 	n := b.bodyLen()
 	target := "/up/" + itoa(b.s.idx)
 	flag := "retried-without-expect"
@@ -402,9 +412,14 @@ func rejectedRetryNew(b *script, expectAgain bool) {
 	}
 	b.expect(b.request("POST", target, "HTTP/1.1", cl(n), exp100), "rejected", 417, flag)
 	b.wait(serverTurn)
-	b.send(1, resp417("close"))
-	b.wait(segGap)
-	b.close(true)
+	if announced {
+		b.send(1, resp417("close"))
+		b.wait(segGap)
+	} else {
+		b.send(1, resp417(""))
+		b.wait(clientTurn)
+	}
+	b.close(announced)
 	b.wait(clientTurn)
 	b.open(1)
 	if expectAgain {
@@ -452,12 +467,7 @@ func scRejectedRetryPooled(b *script) {
 	b.body(b.fill(n))
 	b.wait(segGap)
 	b.conn = 0
-	b.plain(b.request("POST", target, "HTTP/1.1", cl(n)))
-	b.wait(segGap)
-	b.body(b.fill(n))
-	b.wait(serverTurn)
-	b.send(1, ok())
-	b.wait(clientTurn)
+	b.plainUpload(b.request("POST", target, "HTTP/1.1", cl(n)), n)
 	b.close(false)
 	b.conn = 1
 	b.close(false)
@@ -468,26 +478,7 @@ func scRejectedRetryPooled(b *script) {
 // connection, and the server says 100. The repeat is linked because the
 // first connection closed (a repeat with Expect on another connection
 // that is still open is not taken as one).
-func scRejectedCloseRetryExpect(b *script) {
-	n := b.bodyLen()
-	target := "/again/" + itoa(b.s.idx)
-	b.expect(b.request("PUT", target, "HTTP/1.1", cl(n), exp100), "rejected", 417, "no-retry-after-417")
-	b.wait(serverTurn)
-	b.send(1, resp417(""))
-	b.wait(clientTurn)
-	b.close(false)
-	b.wait(clientTurn)
-	b.open(1)
-	b.expect(b.request("PUT", target, "HTTP/1.1", cl(n), exp100), "continued", 200)
-	b.wait(serverTurn)
-	b.send(1, resp100)
-	b.wait(halfRTT * 2)
-	b.body(b.fill(n))
-	b.wait(serverTurn)
-	b.send(1, ok())
-	b.wait(clientTurn)
-	b.close(false)
-}
+func scRejectedCloseRetryExpect(b *script) { rejectedRetryNewAfter(b, true, false) }
 
 func scBodyAfter417(b *script) {
 	n := b.bodyLen()
@@ -627,12 +618,7 @@ func scHTTP10(b *script) {
 
 func scPlainPost(b *script) {
 	n := b.bodyLen()
-	b.plain(b.request("POST", "/form/"+itoa(b.s.idx), "HTTP/1.1", cl(n), "Content-Type: application/x-www-form-urlencoded"))
-	b.wait(segGap)
-	b.body(b.fill(n))
-	b.wait(serverTurn)
-	b.send(1, ok())
-	b.wait(clientTurn)
+	b.plainUpload(b.request("POST", "/form/"+itoa(b.s.idx), "HTTP/1.1", cl(n), "Content-Type: application/x-www-form-urlencoded"), n)
 	b.close(false)
 }
 
