@@ -2,14 +2,17 @@ package pipeline_test
 
 import (
 	"bytes"
+	"cmp"
 	"compress/gzip"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/expectscope/expectscope/analyze"
+	"github.com/expectscope/expectscope/capture"
 	"github.com/expectscope/expectscope/pipeline"
 )
 
@@ -146,4 +149,100 @@ func checkRetryLinks(t *testing.T, recs []*analyze.Record) {
 	if refused != 40 || repeats != 40 {
 		t.Errorf("%d 417s and %d repeats, want 40 and 40", refused, repeats)
 	}
+}
+
+// TestParallelProxyHops reads four curl loops at once through nginx as a
+// reverse proxy, every client sending the same two requests to it and
+// nginx spreading them over upstream connections it shares between the
+// clients (testdata/loopback/README.md). Each request carries an X-Trace
+// header nginx passes on and expectscope does not read: taken here from
+// the captured bytes, it tells which upstream request is which client's,
+// and every negotiation's hop must join the two legs that carry the same
+// trace.
+func TestParallelProxyHops(t *testing.T) {
+	const path = "../testdata/loopback/curl-nginx-proxy-parallel.pcap.gz"
+	traces := tracesOf(t, path)
+	recs, _ := readAll(t, path, true)
+	hops := analyze.Correlate(recs)
+	trace := func(id string) string {
+		for _, r := range recs {
+			if r.ID == id {
+				_, n, _ := strings.Cut(id, "-")
+				i, _ := strconv.Atoi(n)
+				return traces[legKey{r.Conn.Client, r.Conn.Server, i}]
+			}
+		}
+		return ""
+	}
+	down := map[string]bool{}
+	for _, h := range hops {
+		a, b := trace(h.Downstream.ID), trace(h.Upstream.ID)
+		if a == "" || a != b {
+			t.Errorf("hop %s -> %s joins %q and %q", h.Downstream.ID, h.Upstream.ID, a, b)
+		}
+		down[h.Downstream.ID] = true
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Type == analyze.TypeNegotiation {
+			n++
+			if !down[r.ID] {
+				t.Errorf("%s %s: no hop", r.ID, r.Request.Target)
+			}
+		}
+	}
+	if n != 40 || len(hops) != 40 {
+		t.Errorf("%d negotiations, %d hops; want 40 and 40", n, len(hops))
+	}
+}
+
+// legKey is a request: its connection's endpoints and its place on it.
+type legKey struct {
+	client, server string
+	n              int
+}
+
+// tracesOf reads the X-Trace header of every request in a capture of
+// loopback traffic (no loss, no reordering): each request head starts a
+// segment and fits in it.
+func tracesOf(t *testing.T, path string) map[legKey]string {
+	t.Helper()
+	src, err := capture.Open([]string{path}, capture.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	type head struct {
+		seq   uint32
+		trace string
+	}
+	heads := map[[2]string][]head{}
+	for {
+		seg, err := src.Next()
+		if err != nil {
+			break
+		}
+		p := seg.Payload
+		if !bytes.HasPrefix(p, []byte("PUT ")) {
+			continue
+		}
+		_, rest, ok := bytes.Cut(p, []byte("\r\nX-Trace: "))
+		if !ok {
+			t.Fatalf("packet %d: a request without X-Trace", seg.Packet)
+		}
+		tr, _, _ := bytes.Cut(rest, []byte("\r\n"))
+		k := [2]string{seg.Src.String(), seg.Dst.String()}
+		heads[k] = append(heads[k], head{seg.Seq, string(tr)})
+	}
+	m := map[legKey]string{}
+	for k, hs := range heads {
+		slices.SortFunc(hs, func(a, b head) int { return cmp.Compare(a.seq-hs[0].seq, b.seq-hs[0].seq) })
+		for i, h := range hs {
+			m[legKey{k[0], k[1], i + 1}] = h.trace
+		}
+	}
+	if len(m) != 80 {
+		t.Fatalf("%d requests with a trace, want 80 (40 from the clients, 40 upstream)", len(m))
+	}
+	return m
 }
