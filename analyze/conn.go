@@ -12,12 +12,13 @@ import (
 type dirState uint8
 
 const (
-	stHead    dirState = iota // at a message boundary, reading a header block
-	stHunt                    // looking for a message start (mid-stream, after a gap or garbage)
-	stBody                    // inside a message body
-	stPending                 // request only: headers done, body may or may not follow
-	stTunnel                  // CONNECT/Upgrade: bytes are no longer HTTP
-	stDead                    // not HTTP; ignore the rest
+	stHead      dirState = iota // at a message boundary, reading a header block
+	stHunt                      // looking for a message start (mid-stream, after a gap or garbage)
+	stBody                      // inside a message body
+	stPending                   // request only: headers done, body may or may not follow
+	stTunnel                    // CONNECT/Upgrade: bytes are no longer HTTP
+	stDead                      // not HTTP; ignore the rest
+	stAmbiguous                 // request only: after an early final, a request head that may be the refused body (see ambiguity)
 )
 
 // dir is one direction's incremental parser state.
@@ -27,6 +28,28 @@ type dir struct {
 	body   bodyReader
 	cur    *exchange // the exchange whose body is being read
 	budget int64     // hunting bytes left before the side is judged not HTTP
+	amb    *ambiguity
+}
+
+// ambiguity holds a request head that came right after an early final
+// without close, until it is known whether the server reads those bytes
+// as a new request or as the body it declined: having answered 417 and
+// kept the connection, nginx reads and discards as many bytes as the
+// refused request's Content-Length said, and HAProxy, given the client's
+// repeat, sends it upstream as exactly that body. The two framings put
+// the next message at different offsets; whichever comes first decides:
+// a request line there confirms its framing, anything else the other.
+// A response, a gap or the end before then settles it as a request.
+type ambiguity struct {
+	rh       *requestHead
+	at       time.Time // when the head ended
+	bodyAt   time.Time // the first byte after the head (zero: none yet)
+	lastAt   time.Time
+	head     int64 // the head's length
+	off      int64 // bytes since the early final, the head included
+	withheld int64 // the refused request's Content-Length: where its body would end
+	own      int64 // where the head's own request would end
+	peek     []byte
 }
 
 // exchange is one request and everything that answered it.
@@ -157,7 +180,7 @@ func (c *conn) park() {
 	}
 	for i := range p.dirs {
 		d := &p.dirs[i]
-		if d.state == stBody || d.state == stPending || len(d.buf) > maxParkedTail || d.cur != nil {
+		if d.state == stBody || d.state == stPending || d.state == stAmbiguous || len(d.buf) > maxParkedTail || d.cur != nil {
 			return
 		}
 	}
@@ -380,7 +403,17 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 					d.buf = append(d.buf[:0], data...)
 					return
 				case guessYes:
+					if c.mayBeWithheld(e) && headerEnd(data, 0) < 0 && len(data) <= c.a.cfg.MaxHeaderBytes {
+						// Whether the head is a request or the refused body
+						// is told from the whole head: hold it until it is.
+						d.buf = append(d.buf[:0], data...)
+						return
+					}
 					d.buf = d.buf[:0]
+					if rest, ok := c.holdAmbiguous(d, e, data, at); ok {
+						b = rest
+						continue
+					}
 					e.afterEarly = "new-request"
 					e.reqDone = true
 					d.cur = nil
@@ -400,6 +433,35 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 				e.afterEarly = "body"
 			}
 			d.state = stBody
+		case stAmbiguous:
+			a := d.amb
+			at0 := min(a.withheld, a.own)
+			if a.off < at0 {
+				n := min(int64(len(b)), at0-a.off)
+				if a.bodyAt.IsZero() {
+					a.bodyAt = at
+				}
+				a.lastAt = at
+				a.off += n
+				b = b[n:]
+				if len(b) == 0 {
+					return
+				}
+			}
+			data := b
+			if len(a.peek) > 0 {
+				data = append(a.peek, b...)
+			}
+			g := looksLikeRequest(data)
+			if g == guessMaybe {
+				a.peek = append(a.peek[:0], data...)
+				return
+			}
+			// A request line where the refused body would end: it was that
+			// body; none there: a request. The reverse at the end of the
+			// head's own request.
+			c.settle(d, (g == guessYes) == (at0 == a.withheld))
+			b = data
 		case stBody:
 			e := d.cur
 			n, done, err := d.body.consume(b)
@@ -426,6 +488,105 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 				c.retire()
 			}
 		}
+	}
+}
+
+// holdAmbiguous starts an ambiguity when data, the bytes after early
+// final e, hold a whole request head whose own framing ends elsewhere than
+// e's declared body would; it returns the bytes after the head.
+func (c *conn) holdAmbiguous(d *dir, e *exchange, data []byte, at time.Time) (rest []byte, ok bool) {
+	if !c.mayBeWithheld(e) {
+		return nil, false
+	}
+	withheld := e.head.h.contentLength
+	i := headerEnd(data, 0)
+	if i < 0 || i > c.a.cfg.MaxHeaderBytes {
+		return nil, false
+	}
+	rh, err := parseRequestHead(data[:i])
+	if err != nil || rh.h.chunked || rh.h.te || rh.method == "CONNECT" {
+		return nil, false
+	}
+	own := int64(i) + max(rh.h.contentLength, 0)
+	if own == withheld {
+		return nil, false // both framings end there: nothing tells them apart
+	}
+	d.amb = &ambiguity{rh: rh, at: at, head: int64(i), off: int64(i), withheld: withheld, own: own}
+	d.state = stAmbiguous
+	return data[i:], true
+}
+
+// mayBeWithheld reports whether bytes after early final e could be its
+// body as the server reads it: it declared a length.
+func (c *conn) mayBeWithheld(e *exchange) bool {
+	return e.bodyMode == bodyLength && e.head.h.contentLength > 0
+}
+
+// settle ends the ambiguity of the client side d: the bytes after the
+// early final were its body (asBody) or a new request.
+func (c *conn) settle(d *dir, asBody bool) {
+	a, e := d.amb, d.cur
+	d.amb = nil
+	if asBody {
+		e.afterEarly = "body"
+		e.bodyStart, e.bodyEnd = a.at, a.at
+		if !a.lastAt.IsZero() {
+			e.bodyEnd = a.lastAt
+		}
+		c.skipBody(d, e, a.off)
+		return
+	}
+	e.afterEarly = "new-request"
+	e.reqDone = true
+	d.cur = nil
+	d.state = stHead
+	c.retire()
+	c.startRequest(a.rh, a.at)
+	if r := d.cur; r != nil && a.off > a.head {
+		r.bodyStart, r.bodyEnd = a.bodyAt, a.lastAt
+		c.skipBody(d, r, a.off-a.head)
+	}
+}
+
+// skipBody counts n bytes of e's body, read past already.
+func (c *conn) skipBody(d *dir, e *exchange, n int64) {
+	d.body.remaining -= n
+	d.body.wire += n
+	d.body.data += n
+	e.bodyWire, e.bodyData = d.body.wire, d.body.data
+	if d.body.remaining > 0 {
+		d.state = stBody
+		return
+	}
+	e.bodyComplete = true
+	e.reqDone = true
+	d.cur = nil
+	d.state = stHead
+	c.retire()
+}
+
+// settleAny settles an ambiguity of the client side before a response or
+// a gap (as a request: the server answered, or nothing more will tell)
+// or the end (ending: as the refused body if the bytes stopped exactly
+// where it would end, short of the head's own request's end).
+func (c *conn) settleAny(ending bool) {
+	if c.p == nil || !c.rolesKnown {
+		return
+	}
+	d := &c.p.dirs[c.client]
+	if a := d.amb; a != nil {
+		c.settle(d, ending && a.off == a.withheld && a.off < a.own && len(a.peek) == 0)
+		return
+	}
+	if e := d.cur; d.state == stPending && e != nil && e.final != nil && e.bodyWire == 0 && len(d.buf) > 0 &&
+		looksLikeRequest(d.buf) == guessYes {
+		// A request head held whole before it was told from a body: a
+		// request, its head left to read as it was before the hold.
+		e.afterEarly = "new-request"
+		e.reqDone = true
+		d.cur = nil
+		d.state = stHead
+		c.retire()
 	}
 }
 
@@ -481,6 +642,7 @@ func (c *conn) pendingFinal() *exchange {
 
 // feedResponse runs the server-side parser over b.
 func (c *conn) feedResponse(b []byte, at time.Time) {
+	c.settleAny(false)
 	d := &c.p.dirs[c.client.Other()]
 	for len(b) > 0 {
 		switch d.state {
@@ -688,6 +850,7 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 	c.parser()
 	defer c.park()
 	c.a.stats.Gaps++
+	c.settleAny(false)
 	for _, e := range c.p.queue {
 		if e.firstGap.IsZero() {
 			e.firstGap = at
@@ -740,6 +903,7 @@ func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Ti
 	if c.p == nil {
 		return // parked: no exchange open, nothing pending (see park)
 	}
+	c.settleAny(true)
 	defer c.park()
 	d := &c.p.dirs[side]
 	if !c.rolesKnown {
@@ -778,6 +942,7 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 		// links depend on the number of workers.
 		c.a.connClosing(c)
 	}
+	c.settleAny(true)
 	if c.p == nil {
 		// Parked, or never said a word: nothing is open or held.
 		if c.http {

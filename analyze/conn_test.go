@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -190,5 +191,119 @@ func TestNegotiations(t *testing.T) {
 				t.Errorf("got  %q\nwant %q", got, want)
 			}
 		})
+	}
+}
+
+// TestRequestAfterEarlyFinal: after a 417 that keeps the connection, the
+// client's next bytes begin like a request. They are that request (curl
+// repeating it), or the body the server was told about and refused, as
+// HAProxy sends the client's repeat upstream and nginx reads it: the
+// framing whose next message starts with a request line wins, and a
+// response, a gap or the end before that settles it. Each case is fed
+// in whole segments and a byte at a time.
+func TestRequestAfterEarlyFinal(t *testing.T) {
+	const (
+		refused = "PUT /z HTTP/1.1\r\nHost: h\r\nContent-Length: 120\r\nExpect: 100-continue\r\n\r\n"
+		e417    = "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"
+		repeat  = "PUT /z HTTP/1.1\r\nHost: h\r\nContent-Length: 120\r\n\r\n" // 49 bytes
+		next    = "PUT /n HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n"
+		ok      = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+	)
+	fill := func(n int) string { return strings.Repeat("a", n) }
+	tests := []struct {
+		name string
+		evs  []ev
+		want []string // "type|verdict|flags|after_early_final|body_bytes" per record, by id
+	}{
+		{"the repeat is the refused body: a request line where that body ends (HAProxy upstream, nginx)", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, repeat + fill(120-len(repeat)), ""}, {"c", 3, next, ""},
+			{"s", 4, "HTTP/1.1 100 Continue\r\n\r\n", ""}, {"c", 5, "abc", ""}, {"s", 6, ok, ""},
+		}, []string{
+			"negotiation|rejected|body-after-417,no-retry-after-417|body|120",
+			"negotiation|continued|||3",
+		}},
+		{"the repeat is a request: its own body where the refused one would end (curl)", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, repeat + fill(120), ""}, {"s", 3, ok, ""},
+		}, []string{
+			"negotiation|rejected|retried-without-expect|new-request|0",
+			"exchange||||120",
+		}},
+		{"a repeat without a body, then a request where it ends", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, "PUT /z HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n" + next, ""},
+			{"s", 3, ok, ""}, {"s", 4, "HTTP/1.1 100 Continue\r\n\r\n", ""}, {"c", 5, "abc", ""}, {"s", 6, ok, ""},
+		}, []string{
+			"negotiation|rejected|retried-without-expect|new-request|0",
+			"exchange||||0",
+			"negotiation|continued|||3",
+		}},
+		{"the server answers before either end: a request", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, repeat + fill(10), ""}, {"s", 3, ok, ""}, {"c", 4, fill(110), ""},
+		}, []string{
+			"negotiation|rejected|retried-without-expect|new-request|0",
+			"exchange||||120",
+		}},
+		{"the bytes stop where the refused body ends and the client closes: that body", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, repeat + fill(120-len(repeat)), ""}, {"c", 3, "", "fin"},
+		}, []string{
+			"negotiation|rejected|body-after-417,no-retry-after-417|body|120",
+		}},
+		{"a head cut short by the end: a request, as a request line is", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, "PUT /z HTTP/1.1\r\nHost: h\r\n", ""}, {"c", 3, "", "fin"},
+		}, []string{
+			"negotiation|rejected|no-retry-after-417|new-request|0",
+		}},
+		{"a head cut short by a response: a request, as a request line is", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, "PUT /z HTTP/1.1\r\nHost: h\r\n", ""}, {"s", 3, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n", ""},
+			{"s", 4, "", "fin"},
+		}, []string{
+			"negotiation|rejected|no-retry-after-417|new-request|0",
+		}},
+		{"the bytes stop short of both ends: a request, cut", []ev{
+			{"c", 0, refused, ""}, {"s", 1, e417, ""},
+			{"c", 2, repeat + fill(30), ""}, {"c", 3, "", "fin"},
+		}, []string{
+			"negotiation|rejected|retried-without-expect|new-request|0",
+			"exchange||||30",
+		}},
+	}
+	for _, tt := range tests {
+		for _, bytewise := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/bytewise=%v", tt.name, bytewise), func(t *testing.T) {
+				evs := tt.evs
+				if bytewise {
+					evs = nil
+					for _, e := range tt.evs {
+						if e.who != "c" || len(e.data) < 2 {
+							evs = append(evs, e)
+							continue
+						}
+						for i := range len(e.data) {
+							evs = append(evs, ev{e.who, e.ms, e.data[i : i+1], ""})
+						}
+					}
+				}
+				var got []string
+				recs := run(t, true, evs, Config{All: true})
+				slices.SortFunc(recs, func(a, b *Record) int { return strings.Compare(a.ID, b.ID) })
+				for _, r := range recs {
+					fl := make([]string, len(r.Flags))
+					for i, f := range r.Flags {
+						fl[i] = string(f)
+					}
+					slices.Sort(fl)
+					got = append(got, fmt.Sprintf("%s|%s|%s|%s|%d", r.Type, r.Verdict, strings.Join(fl, ","), r.AfterEarlyFinal, r.BodyBytes))
+				}
+				if !slices.Equal(got, tt.want) {
+					t.Errorf("got  %q\nwant %q", got, tt.want)
+				}
+			})
+		}
 	}
 }

@@ -324,8 +324,11 @@ func (c *correlator) score(d, u *Record) (int, bool) {
 		score += 20
 	}
 	// Physical order of the body: the proxy forwards no byte before it got
-	// one, and cannot finish before the client finished.
-	if u.BodyStartAt != nil && u.BodyDataBytes > 0 {
+	// one, and cannot finish before the client finished. Not for bytes
+	// sent after an early final as its body: HAProxy, given the client's
+	// repeat of a refused request, sends it upstream as the refused one's
+	// body, which the client never sent.
+	if u.BodyStartAt != nil && u.BodyDataBytes > 0 && u.AfterEarlyFinal != "body" {
 		if d.BodyStartAt == nil || u.BodyStartAt.Before(*d.BodyStartAt) {
 			return 0, false
 		}
@@ -335,6 +338,12 @@ func (c *correlator) score(d, u *Record) (int, bool) {
 	}
 	if d.Request.Host != "" && strings.EqualFold(d.Request.Host, u.Request.Host) {
 		score += 5
+	}
+	// A proxy that passes Expect on passes it on every request, one that
+	// drops it drops it from all: of two otherwise alike, the one asking
+	// as the upstream does is the likelier.
+	if (d.Request.Expect != "") == (u.Request.Expect != "") {
+		score += 3
 	}
 	if u.Request.Via != "" && u.Request.Via != d.Request.Via && strings.HasPrefix(u.Request.Via, d.Request.Via) {
 		score += 5

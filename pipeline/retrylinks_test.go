@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"os"
 	"slices"
@@ -161,7 +162,7 @@ func checkRetryLinks(t *testing.T, recs []*analyze.Record) {
 // trace.
 func TestParallelProxyHops(t *testing.T) {
 	const path = "../testdata/loopback/curl-nginx-proxy-parallel.pcap.gz"
-	traces := tracesOf(t, path)
+	traces := tracesOf(t, path, 80) // 40 from the clients, 40 upstream
 	recs, _ := readAll(t, path, true)
 	hops := analyze.Correlate(recs)
 	trace := func(id string) string {
@@ -204,8 +205,10 @@ type legKey struct {
 
 // tracesOf reads the X-Trace header of every request in a capture of
 // loopback traffic (no loss, no reordering): each request head starts a
-// segment and fits in it.
-func tracesOf(t *testing.T, path string) map[legKey]string {
+// segment and fits in it. want is how many there are; 0: any number, of
+// the requests to port 18090 only (HAProxy's upstream requests are read
+// from nginx's log).
+func tracesOf(t *testing.T, path string, want int) map[legKey]string {
 	t.Helper()
 	src, err := capture.Open([]string{path}, capture.Options{})
 	if err != nil {
@@ -223,7 +226,7 @@ func tracesOf(t *testing.T, path string) map[legKey]string {
 			break
 		}
 		p := seg.Payload
-		if !bytes.HasPrefix(p, []byte("PUT ")) {
+		if !bytes.HasPrefix(p, []byte("PUT ")) || want == 0 && !strings.HasSuffix(seg.Dst.String(), ":18090") {
 			continue
 		}
 		_, rest, ok := bytes.Cut(p, []byte("\r\nX-Trace: "))
@@ -241,8 +244,109 @@ func tracesOf(t *testing.T, path string) map[legKey]string {
 			m[legKey{k[0], k[1], i + 1}] = h.trace
 		}
 	}
-	if len(m) != 80 {
-		t.Fatalf("%d requests with a trace, want 80 (40 from the clients, 40 upstream)", len(m))
+	if want > 0 && len(m) != want {
+		t.Fatalf("%d requests with a trace, want %d", len(m), want)
 	}
 	return m
+}
+
+// TestHAProxyRepeatAsBody reads curl through HAProxy to nginx, which
+// answers 417 and keeps the connection; HAProxy sends curl's repeat
+// upstream as the refused request's body, and nginx reads it so
+// (testdata/loopback/README.md). The records of each upstream connection
+// must be the requests nginx logged on it, in order, with their statuses
+// (no repeat read from bytes nginx took as a body), and every hop must
+// join the two legs of one request, as their X-Trace headers say: the
+// client's leg from the captured bytes, the upstream's from the log.
+func TestHAProxyRepeatAsBody(t *testing.T) {
+	const dir = "../testdata/loopback/"
+	raw, err := os.ReadFile(dir + "curl-haproxy-nginx-417.origin.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type logged struct {
+		method, target, trace string
+		status                int
+	}
+	origin := map[string][]logged{} // by the upstream connection's client port
+	for line := range strings.Lines(string(raw)) {
+		f := strings.Fields(line)
+		if len(f) < 6 {
+			continue
+		}
+		st, _ := strconv.Atoi(f[5])
+		origin[f[1]] = append(origin[f[1]], logged{f[2], f[3], f[4], st})
+	}
+	clientTraces := tracesOf(t, dir+"curl-haproxy-nginx-417.pcap.gz", 0)
+	recs, _ := readAll(t, dir+"curl-haproxy-nginx-417.pcap.gz", true)
+	byID := map[string]*analyze.Record{}
+	upstream := map[string][]*analyze.Record{}
+	for _, r := range recs {
+		byID[r.ID] = r
+		if strings.HasSuffix(r.Conn.Server, ":18081") {
+			_, port, _ := strings.Cut(r.Conn.Client, ":")
+			upstream[port] = append(upstream[port], r)
+		}
+	}
+	if len(origin) == 0 || len(upstream) != len(origin) {
+		t.Fatalf("%d upstream connections, nginx logged %d", len(upstream), len(origin))
+	}
+	n417 := 0
+	for port, rs := range upstream {
+		slices.SortFunc(rs, func(a, b *analyze.Record) int { return cmp.Compare(seqOf(a.ID), seqOf(b.ID)) })
+		var got, want []string
+		for _, r := range rs {
+			status := 0
+			if r.Final != nil {
+				status = r.Final.Status
+			}
+			got = append(got, fmt.Sprintf("%s %s %d", r.Request.Method, r.Request.Target, status))
+			if status == 417 {
+				n417++
+				if r.AfterEarlyFinal != "body" || !r.HasFlag(analyze.FlagBodyAfter417) {
+					t.Errorf("%s: after the 417 %q, flags %v; want the bytes read as its body", r.ID, r.AfterEarlyFinal, r.Flags)
+				}
+			}
+		}
+		for _, l := range origin[port] {
+			want = append(want, fmt.Sprintf("%s %s %d", l.method, l.target, l.status))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("upstream connection from port %s:\n got %q\nnginx %q", port, got, want)
+		}
+	}
+	traceOf := func(r *analyze.Record) string {
+		if strings.HasSuffix(r.Conn.Server, ":18081") {
+			_, port, _ := strings.Cut(r.Conn.Client, ":")
+			if k := seqOf(r.ID); k <= len(origin[port]) {
+				return origin[port][k-1].trace
+			}
+			return ""
+		}
+		return clientTraces[legKey{r.Conn.Client, r.Conn.Server, seqOf(r.ID)}]
+	}
+	hops := analyze.Correlate(recs)
+	joined := 0
+	for _, h := range hops {
+		d, u := byID[h.Downstream.ID], byID[h.Upstream.ID]
+		if u == nil {
+			t.Errorf("hop %s (%s): no upstream leg, but nginx logged it", h.Downstream.ID, traceOf(d))
+			continue
+		}
+		if a, b := traceOf(d), traceOf(u); a == "" || a != b {
+			t.Errorf("hop %s -> %s joins %q and %q", h.Downstream.ID, h.Upstream.ID, a, b)
+		}
+		joined++
+	}
+	if n417 != 12 || joined != 24 {
+		t.Errorf("%d 417s upstream and %d hops, want 12 and 24", n417, joined)
+	}
+}
+
+// seqOf is a record's place on its connection (the number after the dash
+// of its id).
+func seqOf(id string) int {
+	_, n, _ := strings.Cut(id, "-")
+	k, _ := strconv.Atoi(n)
+	return k
 }
