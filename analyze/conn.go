@@ -414,11 +414,7 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 						b = rest
 						continue
 					}
-					e.afterEarly = "new-request"
-					e.reqDone = true
-					d.cur = nil
-					d.state = stHead
-					c.retire()
+					c.newRequestAfter(d, e)
 					if len(data) > len(b) {
 						data = append([]byte(nil), data...)
 					}
@@ -481,11 +477,7 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 				return
 			}
 			if done {
-				e.bodyComplete = true
-				e.reqDone = true
-				d.cur = nil
-				d.state = stHead
-				c.retire()
+				c.bodyDone(d, e)
 			}
 		}
 	}
@@ -536,11 +528,7 @@ func (c *conn) settle(d *dir, asBody bool) {
 		c.skipBody(d, e, a.off)
 		return
 	}
-	e.afterEarly = "new-request"
-	e.reqDone = true
-	d.cur = nil
-	d.state = stHead
-	c.retire()
+	c.newRequestAfter(d, e)
 	c.startRequest(a.rh, a.at)
 	if r := d.cur; r != nil && a.off > a.head {
 		r.bodyStart, r.bodyEnd = a.bodyAt, a.lastAt
@@ -558,7 +546,22 @@ func (c *conn) skipBody(d *dir, e *exchange, n int64) {
 		d.state = stBody
 		return
 	}
+	c.bodyDone(d, e)
+}
+
+// bodyDone ends request e, whose body the client side d has read whole.
+func (c *conn) bodyDone(d *dir, e *exchange) {
 	e.bodyComplete = true
+	e.reqDone = true
+	d.cur = nil
+	d.state = stHead
+	c.retire()
+}
+
+// newRequestAfter ends early final e: the client side d's next bytes are
+// a new request.
+func (c *conn) newRequestAfter(d *dir, e *exchange) {
+	e.afterEarly = "new-request"
 	e.reqDone = true
 	d.cur = nil
 	d.state = stHead
@@ -582,11 +585,7 @@ func (c *conn) settleAny(ending bool) {
 		looksLikeRequest(d.buf) == guessYes {
 		// A request head held whole before it was told from a body: a
 		// request, its head left to read as it was before the hold.
-		e.afterEarly = "new-request"
-		e.reqDone = true
-		d.cur = nil
-		d.state = stHead
-		c.retire()
+		c.newRequestAfter(d, e)
 	}
 }
 
