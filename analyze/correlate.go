@@ -259,17 +259,38 @@ func forwardedFrom(xff, ip string) bool {
 
 // pick returns the index in q of the downstream leg u is the upstream of,
 // or -1. Hard rules say what is possible; a score chooses among the
-// possible, and the earliest downstream wins a tie (proxies forward in
-// arrival order).
+// possible; of equal scores, the one whose final came soonest after u's
+// (a proxy relays the final at once: parallel uploads of one URL through
+// one proxy score alike, and the first come is not always the first
+// forwarded), else the earliest downstream (proxies forward in arrival
+// order).
 func (c *correlator) pick(q []pendingLeg, u *Record) int {
 	best, bestScore := -1, 0
+	var bestLag time.Duration
 	for i, p := range q {
 		s, ok := c.score(p.r, u)
-		if ok && (best < 0 || s > bestScore) {
+		if !ok {
+			continue
+		}
+		lag, known := relayLag(p.r, u)
+		if best < 0 || s > bestScore || s == bestScore && known && (bestLag < 0 || lag < bestLag) {
 			best, bestScore = i, s
+			bestLag = -1
+			if known {
+				bestLag = lag
+			}
 		}
 	}
 	return best
+}
+
+// relayLag is how long after upstream leg u's final the same status
+// reached the client of downstream leg d; known is false without both.
+func relayLag(d, u *Record) (lag time.Duration, known bool) {
+	if d.Final == nil || u.Final == nil || d.Final.Status != u.Final.Status {
+		return 0, false
+	}
+	return d.Final.At.Sub(u.Final.At), true
 }
 
 // score judges d (client → proxy) as the downstream leg of u (proxy →

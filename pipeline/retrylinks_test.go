@@ -256,11 +256,48 @@ func tracesOf(t *testing.T, path string, want int) map[legKey]string {
 // (testdata/loopback/README.md). The records of each upstream connection
 // must be the requests nginx logged on it, in order, with their statuses
 // (no repeat read from bytes nginx took as a body), and every hop must
-// join the two legs of one request, as their X-Trace headers say: the
-// client's leg from the captured bytes, the upstream's from the log.
+// join the two legs of one request, as their X-Trace headers say.
 func TestHAProxyRepeatAsBody(t *testing.T) {
+	recs := checkLoggedLegs(t, "curl-haproxy-nginx-417", 24, 24)
+	n := 0
+	for _, r := range recs {
+		if r.Final != nil && r.Final.Status == 417 && strings.HasSuffix(r.Conn.Server, ":18081") {
+			n++
+			if r.AfterEarlyFinal != "body" || !r.HasFlag(analyze.FlagBodyAfter417) {
+				t.Errorf("%s: after the 417 %q, flags %v; want the bytes read as its body", r.ID, r.AfterEarlyFinal, r.Flags)
+			}
+		}
+	}
+	if n != 12 {
+		t.Errorf("%d 417s upstream, want 12", n)
+	}
+}
+
+// TestProxyChainHops reads six curl loops at once through HAProxy, then
+// nginx as a reverse proxy, then nginx as the origin, every client
+// sending the same two requests (testdata/loopback/README.md): two hops
+// per request, the middle legs shared between the clients. Each leg to a
+// server must be what that server logged, and each hop must join legs
+// that carry the same X-Trace.
+func TestProxyChainHops(t *testing.T) {
+	checkLoggedLegs(t, "curl-haproxy-nginx-chain", 72, 72)
+}
+
+// checkLoggedLegs reads testdata/loopback/NAME.pcap.gz: clients send to
+// port 18090, and NAME.servers.log (or NAME.origin.log) is the access log
+// of the nginx servers behind ("$server_port $remote_port $request_method
+// $uri $http_x_trace $status ..."). The records of every connection to a
+// logged server must be the requests it logged there, in order, with
+// their statuses; every hop must join two legs with the same X-Trace (a
+// client's, read from the captured bytes; a logged one's, from the log);
+// legs and hops are counted.
+func checkLoggedLegs(t *testing.T, name string, wantLegs, wantHops int) []*analyze.Record {
+	t.Helper()
 	const dir = "../testdata/loopback/"
-	raw, err := os.ReadFile(dir + "curl-haproxy-nginx-417.origin.log")
+	raw, err := os.ReadFile(dir + name + ".servers.log")
+	if os.IsNotExist(err) {
+		raw, err = os.ReadFile(dir + name + ".origin.log")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,31 +305,35 @@ func TestHAProxyRepeatAsBody(t *testing.T) {
 		method, target, trace string
 		status                int
 	}
-	origin := map[string][]logged{} // by the upstream connection's client port
+	logs := map[string][]logged{} // by "server port/client port"
 	for line := range strings.Lines(string(raw)) {
 		f := strings.Fields(line)
 		if len(f) < 6 {
 			continue
 		}
 		st, _ := strconv.Atoi(f[5])
-		origin[f[1]] = append(origin[f[1]], logged{f[2], f[3], f[4], st})
+		logs[f[0]+"/"+f[1]] = append(logs[f[0]+"/"+f[1]], logged{f[2], f[3], f[4], st})
 	}
-	clientTraces := tracesOf(t, dir+"curl-haproxy-nginx-417.pcap.gz", 0)
-	recs, _ := readAll(t, dir+"curl-haproxy-nginx-417.pcap.gz", true)
+	clientTraces := tracesOf(t, dir+name+".pcap.gz", 0)
+	recs, _ := readAll(t, dir+name+".pcap.gz", true)
+	legKeyOf := func(r *analyze.Record) string {
+		_, sp, _ := strings.Cut(r.Conn.Server, ":")
+		_, cp, _ := strings.Cut(r.Conn.Client, ":")
+		return sp + "/" + cp
+	}
 	byID := map[string]*analyze.Record{}
-	upstream := map[string][]*analyze.Record{}
+	legs := map[string][]*analyze.Record{}
 	for _, r := range recs {
 		byID[r.ID] = r
-		if strings.HasSuffix(r.Conn.Server, ":18081") {
-			_, port, _ := strings.Cut(r.Conn.Client, ":")
-			upstream[port] = append(upstream[port], r)
+		if _, ok := logs[legKeyOf(r)]; ok || !strings.HasSuffix(r.Conn.Server, ":18090") {
+			legs[legKeyOf(r)] = append(legs[legKeyOf(r)], r)
 		}
 	}
-	if len(origin) == 0 || len(upstream) != len(origin) {
-		t.Fatalf("%d upstream connections, nginx logged %d", len(upstream), len(origin))
+	if len(legs) != len(logs) {
+		t.Errorf("%d connections to logged servers, the log has %d", len(legs), len(logs))
 	}
-	n417 := 0
-	for port, rs := range upstream {
+	n := 0
+	for k, rs := range legs {
 		slices.SortFunc(rs, func(a, b *analyze.Record) int { return cmp.Compare(seqOf(a.ID), seqOf(b.ID)) })
 		var got, want []string
 		for _, r := range rs {
@@ -301,46 +342,40 @@ func TestHAProxyRepeatAsBody(t *testing.T) {
 				status = r.Final.Status
 			}
 			got = append(got, fmt.Sprintf("%s %s %d", r.Request.Method, r.Request.Target, status))
-			if status == 417 {
-				n417++
-				if r.AfterEarlyFinal != "body" || !r.HasFlag(analyze.FlagBodyAfter417) {
-					t.Errorf("%s: after the 417 %q, flags %v; want the bytes read as its body", r.ID, r.AfterEarlyFinal, r.Flags)
-				}
-			}
 		}
-		for _, l := range origin[port] {
+		for _, l := range logs[k] {
 			want = append(want, fmt.Sprintf("%s %s %d", l.method, l.target, l.status))
 		}
 		if !slices.Equal(got, want) {
-			t.Errorf("upstream connection from port %s:\n got %q\nnginx %q", port, got, want)
+			t.Errorf("connection %s:\n got %q\nlog %q", k, got, want)
 		}
+		n += len(rs)
 	}
 	traceOf := func(r *analyze.Record) string {
-		if strings.HasSuffix(r.Conn.Server, ":18081") {
-			_, port, _ := strings.Cut(r.Conn.Client, ":")
-			if k := seqOf(r.ID); k <= len(origin[port]) {
-				return origin[port][k-1].trace
+		if l, ok := logs[legKeyOf(r)]; ok {
+			if k := seqOf(r.ID); k <= len(l) {
+				return l[k-1].trace
 			}
 			return ""
 		}
 		return clientTraces[legKey{r.Conn.Client, r.Conn.Server, seqOf(r.ID)}]
 	}
-	hops := analyze.Correlate(recs)
-	joined := 0
-	for _, h := range hops {
+	hops := 0
+	for _, h := range analyze.Correlate(recs) {
 		d, u := byID[h.Downstream.ID], byID[h.Upstream.ID]
 		if u == nil {
-			t.Errorf("hop %s (%s): no upstream leg, but nginx logged it", h.Downstream.ID, traceOf(d))
+			t.Errorf("hop %s (%s): no upstream leg, but the next server logged it", h.Downstream.ID, traceOf(d))
 			continue
 		}
 		if a, b := traceOf(d), traceOf(u); a == "" || a != b {
 			t.Errorf("hop %s -> %s joins %q and %q", h.Downstream.ID, h.Upstream.ID, a, b)
 		}
-		joined++
+		hops++
 	}
-	if n417 != 12 || joined != 24 {
-		t.Errorf("%d 417s upstream and %d hops, want 12 and 24", n417, joined)
+	if n != wantLegs || hops != wantHops {
+		t.Errorf("%d logged legs and %d hops, want %d and %d", n, hops, wantLegs, wantHops)
 	}
+	return recs
 }
 
 // seqOf is a record's place on its connection (the number after the dash
