@@ -48,7 +48,11 @@ type LinkEvent struct {
 	End     bool
 	Expect  bool // the request asks for 100-continue
 	Closing bool // the 417 or its request announced the connection's close
-	ID      string
+	First   bool // the request is its connection's first
+	// ByClient: for End, the client closed, at packet Packet.
+	ByClient bool
+	Packet   uint64
+	ID       string
 	// Conn tells the request's connection apart from the others of the
 	// capture (its first packet's number).
 	Conn     uint64
@@ -106,6 +110,7 @@ type Analyzer struct {
 	// linker holds 417'd negotiations until their retry is known.
 	linker  *RetryLinker[*exchange]
 	lastErr error
+	packet  uint64 // see AtPacket
 }
 
 // DefaultMaxAwait is Config.MaxAwait's default.
@@ -172,13 +177,13 @@ func identityOf(c *conn, rh *requestHead) RequestIdentity {
 // noteRequest links a new request to an earlier 417 of the same request.
 func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 	if a.cfg.LinkEvents != nil {
-		a.cfg.LinkEvents(LinkEvent{Request: true, ID: e.id, Conn: c.firstPacket, Identity: identityOf(c, e.head), At: e.headersEnd, Now: a.now, Expect: e.head.h.expect != ""})
+		a.cfg.LinkEvents(LinkEvent{Request: true, ID: e.id, Conn: c.firstPacket, Identity: identityOf(c, e.head), At: e.headersEnd, Now: a.now, Expect: e.head.h.expect != "", First: c.nreq == 1})
 		return
 	}
 	if a.linker.Waiting() == 0 {
 		return
 	}
-	e.retryOf = a.linker.Request(e.id, c.firstPacket, identityOf(c, e.head), e.headersEnd, e.head.h.expect != "")
+	e.retryOf = a.linker.Request(e.id, c.firstPacket, identityOf(c, e.head), e.headersEnd, e.head.h.expect != "", c.nreq == 1)
 }
 
 // addAwait holds a 417'd negotiation until its retry is known.
@@ -194,14 +199,20 @@ func (a *Analyzer) addAwait(c *conn, e *exchange) {
 }
 
 // connClosing tells the retry linker that c, which had a 417, is going
-// away: its refused requests may now be repeated on another connection.
-func (a *Analyzer) connClosing(c *conn) {
+// away (byClient: its client closed it, at the current packet): its
+// refused requests may now be repeated on another connection.
+func (a *Analyzer) connClosing(c *conn, byClient bool) {
 	if a.cfg.LinkEvents != nil {
-		a.cfg.LinkEvents(LinkEvent{End: true, Conn: c.firstPacket, Now: a.now})
+		a.cfg.LinkEvents(LinkEvent{End: true, Conn: c.firstPacket, ByClient: byClient, Packet: a.packet, Now: a.now})
 		return
 	}
-	a.linker.Closing(c.firstPacket)
+	a.linker.Closing(c.firstPacket, byClient, a.packet)
 }
+
+// AtPacket tells the Analyzer the number of the packet its next calls
+// come from (the retry linker compares when a client closed a connection
+// with when another opened).
+func (a *Analyzer) AtPacket(n uint64) { a.packet = n }
 
 // retryDecided releases a 417'd negotiation with what came of its wait.
 func (a *Analyzer) retryDecided(e *exchange, o RetryOutcome) {

@@ -890,14 +890,16 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 
 func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
 	c.a.tick(at)
-	if c.ends == nil {
+	firstEnd := c.ends == nil
+	if firstEnd {
 		c.ends = new([2]time.Time)
-		if c.refused {
-			c.a.connClosing(c)
-		}
 	}
-	if c.ended(side).IsZero() {
+	sideFirst := c.ends[side].IsZero()
+	if sideFirst {
 		c.ends[side] = at
+	}
+	if byClient := c.rolesKnown && side == c.client; c.refused && (firstEnd || sideFirst && byClient) {
+		c.a.connClosing(c, byClient)
 	}
 	if c.p == nil {
 		return // parked: no exchange open, nothing pending (see park)
@@ -939,7 +941,7 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 		// an idle deadline, an eviction or the end, which fall where the
 		// other connections of a worker put them and would make what
 		// links depend on the number of workers.
-		c.a.connClosing(c)
+		c.a.connClosing(c, false)
 	}
 	c.settleAny(true)
 	if c.p == nil {

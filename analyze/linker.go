@@ -43,13 +43,14 @@ type RetryOutcome struct {
 // later request linked to its first 417); refused again, its own 417 waits
 // for the next repeat, so a chain of refusals reads one link at a time.
 // A repeat on the refusing connection is taken first. A repeat on another
-// connection that asks for 100-continue again is taken only once the
-// refusing connection is closing (the 417 or its request said close, or a
-// side sent FIN or RST): a client that repeats with Expect does it on the
-// open connection (curl with an explicit Expect header), and clients
-// behind one address that send the same request at about the same time
-// (load tests, loops of curl) would otherwise each be linked to another's
-// 417. A repeat without Expect may come on any connection: a client's
+// connection that asks for 100-continue again is taken only as the first
+// request of a connection and once the refusing connection is closing
+// (the 417 or its request said close, or a side sent FIN or RST): a
+// client that repeats with Expect does it on the open connection (curl
+// with an explicit Expect header) or on a new one after the close, and
+// clients behind one address that send the same request at about the
+// same time (load tests, loops of curl, a proxy's clients) would
+// otherwise each be linked to another's 417. A repeat without Expect may come on any connection: a client's
 // pool sends it on whichever is idle (Go's net/http, while the refusing
 // one still carries the body it sent after the 417).
 type RetryLinker[T any] struct {
@@ -61,9 +62,8 @@ type RetryLinker[T any] struct {
 	// byKey holds the waiting 417s by a hash of their identity; a list may
 	// mix identities whose hashes collide, so readers compare them.
 	byKey map[uint64][]*awaiting[T]
-	// open holds, by connection, the waiting 417s whose connection is not
-	// known to be closing.
-	open map[uint64][]*awaiting[T]
+	// byConn holds the waiting 417s by connection.
+	byConn map[uint64][]*awaiting[T]
 	// fifo holds them in order of their 417, for expiry; a slot is nil
 	// once its 417 was released otherwise. base is the sequence number of
 	// fifo[0], n the number of non-nil slots.
@@ -77,10 +77,13 @@ type awaiting[T any] struct {
 	id      string
 	conn    uint64
 	closing bool
-	who     RequestIdentity
-	final   time.Time
-	seq     int
-	v       T
+	// clientEnd is the packet at which the client closed the connection
+	// (0: not yet).
+	clientEnd uint64
+	who       RequestIdentity
+	final     time.Time
+	seq       int
+	v         T
 }
 
 // NewRetryLinker returns a linker that looks for a retry within window of
@@ -90,7 +93,7 @@ func NewRetryLinker[T any](window time.Duration, max int, release func(T, RetryO
 		max = DefaultMaxAwait
 	}
 	return &RetryLinker[T]{window: window, max: max, release: release, seed: maphash.MakeSeed(),
-		byKey: map[uint64][]*awaiting[T]{}, open: map[uint64][]*awaiting[T]{}}
+		byKey: map[uint64][]*awaiting[T]{}, byConn: map[uint64][]*awaiting[T]{}}
 }
 
 // Waiting is the number of 417s held.
@@ -116,9 +119,7 @@ func (l *RetryLinker[T]) Rejected(id string, conn uint64, who RequestIdentity, f
 	w := &awaiting[T]{id: id, conn: conn, closing: closing, who: who, final: final, seq: l.base + len(l.fifo), v: v}
 	k := l.key(who)
 	l.byKey[k] = append(l.byKey[k], w)
-	if !closing {
-		l.open[conn] = append(l.open[conn], w)
-	}
+	l.byConn[conn] = append(l.byConn[conn], w)
 	l.fifo = append(l.fifo, w)
 	l.n++
 	if l.n > l.max {
@@ -128,31 +129,36 @@ func (l *RetryLinker[T]) Rejected(id string, conn uint64, who RequestIdentity, f
 
 // Closing notes that connection conn is going away (a side sent FIN or
 // RST): the requests refused on it can be repeated only on another.
-func (l *RetryLinker[T]) Closing(conn uint64) {
-	list, ok := l.open[conn]
-	if !ok {
-		return
-	}
-	for _, w := range list {
+// byClient says the client closed it, at the packet numbered packet.
+func (l *RetryLinker[T]) Closing(conn uint64, byClient bool, packet uint64) {
+	for _, w := range l.byConn[conn] {
 		w.closing = true
+		if byClient && w.clientEnd == 0 {
+			w.clientEnd = packet
+		}
 	}
-	delete(l.open, conn)
 }
 
-// Request notes request id on connection conn (headers ended at at), and
-// returns the id of the held 417 it repeats, if any, releasing that 417:
-// one of the same identity whose 417 came before at, on the same
-// connection if there is one, else the first held on a closing
-// connection, else, for a request without Expect, the first held (retries
-// on other connections are paired with refusals in order, as clients
-// behind one address retry in the order they were refused).
-func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at time.Time, expect bool) (retryOf string) {
+// Request notes request id on connection conn (headers ended at at;
+// first: the connection's first request, conn then the number of the
+// connection's first packet), and returns the id of the held 417 it
+// repeats, if any, releasing that 417: one of the same identity whose
+// 417 came before at, on the same connection if there is one, else one
+// held on a closing connection (for a request with Expect, only as the
+// first request of its connection: one opened to repeat it), else, for a
+// request without Expect, the first held. Of those on closing connections,
+// a connection's first request takes the one whose client closed last
+// before the connection opened (curl closes the refused connection and
+// opens the next at once: clients behind one address refused at the same
+// moment reconnect in the order they closed), else the first held
+// (clients retry in the order they were refused).
+func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at time.Time, expect, first bool) (retryOf string) {
 	if l.n == 0 {
 		return ""
 	}
 	k := l.key(who)
 	list := l.byKey[k]
-	var w, closing, open *awaiting[T]
+	var w, closing, reopened, open *awaiting[T]
 	for _, x := range list {
 		if x.final.After(at) || x.who != who {
 			continue
@@ -161,12 +167,20 @@ func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at
 			w = x
 			break
 		}
-		if x.closing && closing == nil {
-			closing = x
+		if x.closing && (first || !expect) {
+			if closing == nil {
+				closing = x
+			}
+			if first && x.clientEnd != 0 && x.clientEnd < conn && (reopened == nil || x.clientEnd > reopened.clientEnd) {
+				reopened = x
+			}
 		}
 		if !expect && open == nil {
 			open = x
 		}
+	}
+	if w == nil && reopened != nil {
+		closing = reopened
 	}
 	switch {
 	case w != nil:
@@ -187,7 +201,7 @@ func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at
 // Flush releases every held 417, in the order of their 417s.
 func (l *RetryLinker[T]) Flush() {
 	clear(l.byKey)
-	clear(l.open)
+	clear(l.byConn)
 	fifo := l.fifo
 	l.base += len(fifo)
 	l.fifo, l.n = nil, 0
@@ -234,13 +248,10 @@ func (l *RetryLinker[T]) unlist(w *awaiting[T]) {
 	} else {
 		l.byKey[k] = list
 	}
-	if w.closing {
-		return
-	}
-	if list := without(l.open[w.conn], w); len(list) == 0 {
-		delete(l.open, w.conn)
+	if list := without(l.byConn[w.conn], w); len(list) == 0 {
+		delete(l.byConn, w.conn)
 	} else {
-		l.open[w.conn] = list
+		l.byConn[w.conn] = list
 	}
 }
 

@@ -19,7 +19,7 @@ func TestRetryLinker(t *testing.T) {
 	a, b := who("10.0.0.1", "/a"), who("10.0.0.1", "/b")
 	other := who("10.0.0.2", "/a") // same request from another client
 	type step struct {
-		op      string // "417", "417close", "end", "req", "req+expect", "advance", "flush"
+		op      string // "417", "417close", "end", "clientend", "req", "req+expect", "advance", "flush"
 		id      string
 		who     RequestIdentity
 		at      float64 // seconds
@@ -46,6 +46,27 @@ func TestRetryLinker(t *testing.T) {
 			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "2-1", who: a, at: 2},
 				{op: "end", id: "1-9", at: 3}, {op: "req+expect", id: "3-1", who: a, at: 4, retryOf: "1-1"}},
 			want: []string{"1-1:3-1:false:false"},
+		},
+		{
+			// Squid closes the connection that carried a 417; another
+			// client's request of the same URL on a connection it already
+			// used is not the repeat; the refused client's, on a new
+			// connection, is.
+			name: "a repeat with Expect on a connection's later request is not taken from another connection",
+			steps: []step{{op: "417close", id: "1-2", who: a, at: 1}, {op: "req+expect", id: "5-2", who: a, at: 1.1},
+				{op: "req", id: "9-1", who: a, at: 1.2, retryOf: "1-2"}},
+			want: []string{"1-2:9-1:true:false"},
+		},
+		{
+			// Squid's 417s to two curls at once, each closing its
+			// connection and opening the next at once, the second to close
+			// sending its repeat first. Connections are numbered by their
+			// first packet, closes by theirs (here the time in ms).
+			name: "repeats on new connections go with the connection their client closed just before",
+			steps: []step{{op: "417close", id: "100-2", who: a, at: 1}, {op: "417close", id: "200-2", who: a, at: 1.001},
+				{op: "clientend", id: "100-9", at: 1.002}, {op: "clientend", id: "200-9", at: 1.004},
+				{op: "req", id: "1005-1", who: a, at: 1.006, retryOf: "200-2"}, {op: "req", id: "1003-1", who: a, at: 1.007, retryOf: "100-2"}},
+			want: []string{"200-2:1005-1:true:false", "100-2:1003-1:true:false"},
 		},
 		{
 			// Go's net/http after a 417: the refusing connection still carries
@@ -147,12 +168,12 @@ func TestRetryLinker(t *testing.T) {
 				case "417", "417close":
 					l.Advance(sec(s.at))
 					l.Rejected(s.id, connOf(s.id), s.who, sec(s.at), s.op == "417close", s.id)
-				case "end": // the connection of id closes
+				case "end", "clientend": // the connection of id closes (its client)
 					l.Advance(sec(s.at))
-					l.Closing(connOf(s.id))
+					l.Closing(connOf(s.id), s.op == "clientend", uint64(s.at*1000))
 				case "req", "req+expect":
 					l.Advance(sec(s.at))
-					if r := l.Request(s.id, connOf(s.id), s.who, sec(s.at), s.op == "req+expect"); r != s.retryOf {
+					if r := l.Request(s.id, connOf(s.id), s.who, sec(s.at), s.op == "req+expect", strings.HasSuffix(s.id, "-1")); r != s.retryOf {
 						t.Errorf("step %d: %s is a retry of %q, want %q", i, s.id, r, s.retryOf)
 					}
 				case "advance":

@@ -180,6 +180,7 @@ func runSingle(ctx context.Context, src capture.Source, opt Options) (res *Resul
 		if res.First.IsZero() || seg.Time.Before(res.First) {
 			res.First = seg.Time
 		}
+		an.AtPacket(seg.Packet)
 		asm.Add(seg)
 		if pe := an.LastParseError(); pe != nil && pe != lastParseErr {
 			lastParseErr = pe

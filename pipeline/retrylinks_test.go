@@ -162,7 +162,7 @@ func checkRetryLinks(t *testing.T, recs []*analyze.Record) {
 // trace.
 func TestParallelProxyHops(t *testing.T) {
 	const path = "../testdata/loopback/curl-nginx-proxy-parallel.pcap.gz"
-	traces := tracesOf(t, path, 80) // 40 from the clients, 40 upstream
+	traces := tracesOf(t, path, 80, "") // 40 from the clients, 40 upstream
 	recs, _ := readAll(t, path, true)
 	hops := analyze.Correlate(recs)
 	trace := func(id string) string {
@@ -205,10 +205,10 @@ type legKey struct {
 
 // tracesOf reads the X-Trace header of every request in a capture of
 // loopback traffic (no loss, no reordering): each request head starts a
-// segment and fits in it. want is how many there are; 0: any number, of
-// the requests to port 18090 only (HAProxy's upstream requests are read
-// from nginx's log).
-func tracesOf(t *testing.T, path string, want int) map[legKey]string {
+// segment and fits in it. want is how many there are (0: any number);
+// port, when not "", keeps the requests to that port only (the clients';
+// the proxies' requests upstream are read from nginx's log).
+func tracesOf(t *testing.T, path string, want int, port string) map[legKey]string {
 	t.Helper()
 	src, err := capture.Open([]string{path}, capture.Options{})
 	if err != nil {
@@ -226,7 +226,7 @@ func tracesOf(t *testing.T, path string, want int) map[legKey]string {
 			break
 		}
 		p := seg.Payload
-		if !bytes.HasPrefix(p, []byte("PUT ")) || want == 0 && !strings.HasSuffix(seg.Dst.String(), ":18090") {
+		if !bytes.HasPrefix(p, []byte("PUT ")) || port != "" && !strings.HasSuffix(seg.Dst.String(), ":"+port) {
 			continue
 		}
 		_, rest, ok := bytes.Cut(p, []byte("\r\nX-Trace: "))
@@ -258,7 +258,7 @@ func tracesOf(t *testing.T, path string, want int) map[legKey]string {
 // (no repeat read from bytes nginx took as a body), and every hop must
 // join the two legs of one request, as their X-Trace headers say.
 func TestHAProxyRepeatAsBody(t *testing.T) {
-	recs := checkLoggedLegs(t, "curl-haproxy-nginx-417", 24, 24)
+	recs := checkLoggedLegs(t, "curl-haproxy-nginx-417", "18090", 24, 24)
 	n := 0
 	for _, r := range recs {
 		if r.Final != nil && r.Final.Status == 417 && strings.HasSuffix(r.Conn.Server, ":18081") {
@@ -280,18 +280,52 @@ func TestHAProxyRepeatAsBody(t *testing.T) {
 // server must be what that server logged, and each hop must join legs
 // that carry the same X-Trace.
 func TestProxyChainHops(t *testing.T) {
-	checkLoggedLegs(t, "curl-haproxy-nginx-chain", 72, 72)
+	checkLoggedLegs(t, "curl-haproxy-nginx-chain", "18090", 72, 72)
+}
+
+// TestSquidRetryLinks reads six curl loops at once through Squid as a
+// forward proxy to nginx answering 417 (testdata/loopback/README.md):
+// Squid passes curl's Expect on, relays the 417 and closes the client's
+// connection, and curl repeats the request on a new one, several clients
+// at the same moment. Every hop must join the legs of one request, and
+// every 417 a client got must be linked to that client's repeat (the
+// same X-Trace, without Expect). Squid's own repeats upstream go out on
+// connections it opened before the refusing one closed, and are not all
+// paired right: they are not checked.
+func TestSquidRetryLinks(t *testing.T) {
+	const name = "curl-squid-nginx-417"
+	recs := checkLoggedLegs(t, name, "18095", 52, 52)
+	traces := tracesOf(t, "../testdata/loopback/"+name+".pcap.gz", 0, "18095")
+	byID := map[string]*analyze.Record{}
+	for _, r := range recs {
+		byID[r.ID] = r
+	}
+	trace := func(r *analyze.Record) string { return traces[legKey{r.Conn.Client, r.Conn.Server, seqOf(r.ID)}] }
+	n := 0
+	for _, r := range recs {
+		if r.Final == nil || r.Final.Status != 417 || !strings.HasSuffix(r.Conn.Server, ":18095") {
+			continue
+		}
+		n++
+		rep := byID[deref(r.RetriedBy)]
+		if rep == nil || rep.Request.Expect != "" || trace(rep) != trace(r) || deref(rep.RetryOf) != r.ID {
+			t.Errorf("%s (%s): retried by %q, want the client's repeat", r.ID, trace(r), deref(r.RetriedBy))
+		}
+	}
+	if n != 18 {
+		t.Errorf("%d 417s to the clients, want 18", n)
+	}
 }
 
 // checkLoggedLegs reads testdata/loopback/NAME.pcap.gz: clients send to
-// port 18090, and NAME.servers.log (or NAME.origin.log) is the access log
+// clientPort, and NAME.servers.log (or NAME.origin.log) is the access log
 // of the nginx servers behind ("$server_port $remote_port $request_method
 // $uri $http_x_trace $status ..."). The records of every connection to a
 // logged server must be the requests it logged there, in order, with
 // their statuses; every hop must join two legs with the same X-Trace (a
 // client's, read from the captured bytes; a logged one's, from the log);
 // legs and hops are counted.
-func checkLoggedLegs(t *testing.T, name string, wantLegs, wantHops int) []*analyze.Record {
+func checkLoggedLegs(t *testing.T, name, clientPort string, wantLegs, wantHops int) []*analyze.Record {
 	t.Helper()
 	const dir = "../testdata/loopback/"
 	raw, err := os.ReadFile(dir + name + ".servers.log")
@@ -314,7 +348,7 @@ func checkLoggedLegs(t *testing.T, name string, wantLegs, wantHops int) []*analy
 		st, _ := strconv.Atoi(f[5])
 		logs[f[0]+"/"+f[1]] = append(logs[f[0]+"/"+f[1]], logged{f[2], f[3], f[4], st})
 	}
-	clientTraces := tracesOf(t, dir+name+".pcap.gz", 0)
+	clientTraces := tracesOf(t, dir+name+".pcap.gz", 0, clientPort)
 	recs, _ := readAll(t, dir+name+".pcap.gz", true)
 	legKeyOf := func(r *analyze.Record) string {
 		_, sp, _ := strings.Cut(r.Conn.Server, ":")
@@ -325,7 +359,7 @@ func checkLoggedLegs(t *testing.T, name string, wantLegs, wantHops int) []*analy
 	legs := map[string][]*analyze.Record{}
 	for _, r := range recs {
 		byID[r.ID] = r
-		if _, ok := logs[legKeyOf(r)]; ok || !strings.HasSuffix(r.Conn.Server, ":18090") {
+		if _, ok := logs[legKeyOf(r)]; ok || !strings.HasSuffix(r.Conn.Server, ":"+clientPort) {
 			legs[legKeyOf(r)] = append(legs[legKeyOf(r)], r)
 		}
 	}

@@ -161,6 +161,7 @@ type worker struct {
 // feed adds one segment, keeping the first parse errors as warnings.
 func (w *worker) feed(s *capture.Segment) {
 	w.key = 2 * s.Packet
+	w.an.AtPacket(s.Packet)
 	w.asm.Add(s)
 	if pe := w.an.LastParseError(); pe != nil && pe != w.lastParseErr {
 		w.lastParseErr = pe
@@ -675,11 +676,11 @@ func (m *merger) late(msg recMsg) {
 func (m *merger) event(ev *analyze.LinkEvent) {
 	m.linker.Advance(ev.Now)
 	if ev.End {
-		m.linker.Closing(ev.Conn)
+		m.linker.Closing(ev.Conn, ev.ByClient, ev.Packet)
 		return
 	}
 	if ev.Request {
-		if orig := m.linker.Request(ev.ID, ev.Conn, ev.Identity, ev.At, ev.Expect); orig != "" {
+		if orig := m.linker.Request(ev.ID, ev.Conn, ev.Identity, ev.At, ev.Expect, ev.First); orig != "" {
 			m.retryOf[ev.ID] = orig
 		}
 		return
