@@ -152,6 +152,7 @@ func Correlate(recs []*Record) []*Hop {
 		}
 		c.pending[k] = append(q, pendingLeg{r, expiryOf(r)})
 	}
+	relinkUpstream(pairs, c.upOf, c.downOf, recs)
 	hops := make([]*Hop, 0, len(pairs))
 	proxies := map[string]bool{}
 	for _, p := range pairs {
@@ -170,6 +171,84 @@ func Correlate(recs []*Record) []*Hop {
 		}
 	}
 	return hops
+}
+
+// relinkUpstream makes the retry links of upstream legs follow their
+// clients': when a client's 417 (d) was repeated by r and both requests
+// went through a proxy (d to u, r to u2), the proxy's repeat of u is u2,
+// whatever the retry linker paired from the proxy's own connections
+// (Squid opens the connection of its repeat before it closes the refused
+// one, and the proxy's requests all come from one address); and u is
+// not repeated by a request whose own client leg repeats no 417 of d's.
+func relinkUpstream(pairs [][2]*Record, upOf, downOf map[*Record]*Record, recs []*Record) {
+	var byID map[string]*Record
+	for _, p := range pairs {
+		d, u := p[0], p[1]
+		if u.Final == nil || u.Final.Status != 417 || u.Request.Expect == "" {
+			continue
+		}
+		if byID == nil {
+			byID = make(map[string]*Record, len(recs))
+			for _, r := range recs {
+				byID[r.ID] = r
+			}
+		}
+		var u2 *Record
+		if d.RetriedBy != nil {
+			u2 = upOf[byID[*d.RetriedBy]]
+		}
+		if u2 == nil {
+			// The client's 417 was not repeated through the proxy: a link
+			// to a request whose client leg repeats something else is
+			// another client's request.
+			if have := byID[idOf(u.RetriedBy)]; have != nil {
+				if r2 := downOf[have]; r2 != nil && idOf(r2.RetryOf) != d.ID {
+					have.RetryOf = nil
+					setRetry(u, nil)
+				}
+			}
+			continue
+		}
+		if u2 == u || idOf(u.RetriedBy) == u2.ID {
+			continue
+		}
+		if old := byID[idOf(u.RetriedBy)]; old != nil && idOf(old.RetryOf) == u.ID {
+			old.RetryOf = nil
+		}
+		if prev := byID[idOf(u2.RetryOf)]; prev != nil && idOf(prev.RetriedBy) == u2.ID {
+			setRetry(prev, nil)
+		}
+		setRetry(u, u2)
+	}
+}
+
+// setRetry links 417'd negotiation orig to the request that repeated it
+// (nil: none), with the flag and diagnosis that follow (RFC 9110 10.1.1).
+func setRetry(orig, rep *Record) {
+	f := FlagNoRetryAfter417
+	orig.RetriedBy = nil
+	if rep != nil {
+		id := rep.ID
+		oid := orig.ID
+		orig.RetriedBy, rep.RetryOf = &id, &oid
+		if rep.Request.Expect == "" {
+			f = FlagRetriedWithoutExpect
+		}
+	}
+	i := slices.IndexFunc(orig.Flags, func(x Flag) bool { return x == FlagNoRetryAfter417 || x == FlagRetriedWithoutExpect })
+	if i >= 0 {
+		orig.Flags[i] = f
+	} else {
+		orig.Flags = append(orig.Flags, f)
+	}
+	orig.Diagnosis = Diagnose(orig)
+}
+
+func idOf(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 type correlator struct {
