@@ -329,6 +329,35 @@ func TestSquidRetryLinks(t *testing.T) {
 	}
 }
 
+// TestApacheProxy417 reads six curl loops at once through Apache's
+// mod_proxy_http to nginx answering 417 (testdata/loopback/README.md):
+// Apache passes Expect on and answers the client 500 when nginx refuses.
+// Every hop must join the legs of one request, and the hops of the
+// refused uploads must say that the 417 was not relayed and the status
+// changed, the client's verdict final-before-body.
+func TestApacheProxy417(t *testing.T) {
+	recs, _ := checkLoggedLegs(t, "curl-apache-nginx-417", "18096", 36, 36)
+	byID := map[string]*analyze.Record{}
+	for _, r := range recs {
+		byID[r.ID] = r
+	}
+	n := 0
+	for _, h := range analyze.Correlate(recs) {
+		d := byID[h.Downstream.ID]
+		if d.Request.Target != "/e417/z" {
+			continue
+		}
+		n++
+		if !h.HasChange(analyze.Change417NotRelayed) || !h.HasChange(analyze.ChangeStatusChanged) ||
+			d.Verdict != analyze.FinalBeforeBody || d.Final == nil || d.Final.Status != 500 {
+			t.Errorf("hop %s: changes %v, client %s %v", h.Downstream.ID, h.Changes, d.Verdict, d.Final)
+		}
+	}
+	if n != 18 {
+		t.Errorf("%d hops of refused uploads, want 18", n)
+	}
+}
+
 // checkLoggedLegs reads testdata/loopback/NAME.pcap.gz: clients send to
 // clientPort, and NAME.servers.log (or NAME.origin.log) is the access log
 // of the nginx servers behind ("$server_port $remote_port $request_method
