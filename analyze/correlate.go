@@ -657,6 +657,23 @@ func hopDiagnosis(h *Hop, d, u *Record, upIsProxy bool) string {
 	if d.Final != nil {
 		status = d.Final.Status
 	}
+	if d.HasFlag(FlagUnreadBody) && status == 417 && u.Final != nil && u.Final.Status == 417 {
+		// The 417 was relayed, and the proxy, not the origin, lost track
+		// of the client's next bytes (HAProxy takes curl's repeat as the
+		// refused body).
+		s := fmt.Sprintf("%s does not support the expectation: its 417 came through %s", upName, proxy)
+		switch {
+		case d.HasFlag(FlagRetriedWithoutExpect):
+			s += "; the client retried without Expect"
+		case d.RetriedBy != nil:
+			s += "; the client retried with Expect again"
+		}
+		s += "; the proxy then misread the client's next bytes (desync)"
+		if u.AfterEarlyFinal == "body" {
+			s += " and sent them upstream as the refused request's body"
+		}
+		return s
+	}
 	var parts []string
 	switch {
 	case h.HasChange(ChangeProxyGenerated100):

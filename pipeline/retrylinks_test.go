@@ -259,8 +259,14 @@ func tracesOf(t *testing.T, path string, want int, port string) map[legKey]strin
 // join the two legs of one request, as their X-Trace headers say.
 func TestHAProxyRepeatAsBody(t *testing.T) {
 	recs, _ := checkLoggedLegs(t, "curl-haproxy-nginx-417", "18090", 24, 24)
-	n := 0
+	// checkLoggedLegs correlated them: the client legs' diagnoses say
+	// what the hops showed.
+	n, told := 0, 0
 	for _, r := range recs {
+		if r.Final != nil && r.Final.Status == 417 && strings.HasSuffix(r.Conn.Server, ":18090") &&
+			strings.Contains(r.Diagnosis, "the proxy then misread the client's next bytes (desync) and sent them upstream as the refused request's body") {
+			told++
+		}
 		if r.Final != nil && r.Final.Status == 417 && strings.HasSuffix(r.Conn.Server, ":18081") {
 			n++
 			if r.AfterEarlyFinal != "body" || !r.HasFlag(analyze.FlagBodyAfter417) {
@@ -268,8 +274,8 @@ func TestHAProxyRepeatAsBody(t *testing.T) {
 			}
 		}
 	}
-	if n != 12 {
-		t.Errorf("%d 417s upstream, want 12", n)
+	if n != 12 || told != 12 {
+		t.Errorf("%d 417s upstream, %d client legs telling the proxy misread; want 12 and 12", n, told)
 	}
 }
 
