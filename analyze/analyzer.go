@@ -40,19 +40,17 @@ type Config struct {
 	LinkEvents func(LinkEvent)
 }
 
-// LinkEvent is a request (Request), a 417 answering an Expect, or the end
-// of a connection that had such a 417 (End: a side sent FIN or RST; only
-// Conn and Now are set), for a RetryLinker elsewhere (Config.LinkEvents).
+// LinkEvent is a request (Request), a 417 answering an Expect, or the
+// client's close of a connection that had such a 417 (End: FIN or RST;
+// Conn, Packet and Now are set), for a RetryLinker elsewhere
+// (Config.LinkEvents).
 type LinkEvent struct {
 	Request bool
 	End     bool
-	Expect  bool // the request asks for 100-continue
-	Closing bool // the 417 or its request announced the connection's close
-	First   bool // the request is its connection's first
-	// ByClient: for End, the client closed, at packet Packet.
-	ByClient bool
-	Packet   uint64
-	ID       string
+	Expect  bool   // the request asks for 100-continue
+	First   bool   // the request is its connection's first
+	Packet  uint64 // for End: the packet at which the client closed
+	ID      string
 	// Conn tells the request's connection apart from the others of the
 	// capture (its first packet's number).
 	Conn     uint64
@@ -189,24 +187,23 @@ func (a *Analyzer) noteRequest(c *conn, e *exchange) {
 // addAwait holds a 417'd negotiation until its retry is known.
 func (a *Analyzer) addAwait(c *conn, e *exchange) {
 	c.refused = true
-	closing := closeAnnounced(e)
 	if a.cfg.LinkEvents != nil {
-		a.cfg.LinkEvents(LinkEvent{ID: e.id, Conn: c.firstPacket, Identity: identityOf(c, e.head), At: e.final.At, Now: a.now, Closing: closing})
+		a.cfg.LinkEvents(LinkEvent{ID: e.id, Conn: c.firstPacket, Identity: identityOf(c, e.head), At: e.final.At, Now: a.now})
 		return
 	}
 	e.waitingRetry = true
-	a.linker.Rejected(e.id, c.firstPacket, identityOf(c, e.head), e.final.At, closing, e)
+	a.linker.Rejected(e.id, c.firstPacket, identityOf(c, e.head), e.final.At, e)
 }
 
-// connClosing tells the retry linker that c, which had a 417, is going
-// away (byClient: its client closed it, at the current packet): its
-// refused requests may now be repeated on another connection.
-func (a *Analyzer) connClosing(c *conn, byClient bool) {
+// clientClosed tells the retry linker that the client of c, which had a
+// 417, closed it at the current packet: a client that reconnects to
+// repeat does so right after.
+func (a *Analyzer) clientClosed(c *conn) {
 	if a.cfg.LinkEvents != nil {
-		a.cfg.LinkEvents(LinkEvent{End: true, Conn: c.firstPacket, ByClient: byClient, Packet: a.packet, Now: a.now})
+		a.cfg.LinkEvents(LinkEvent{End: true, Conn: c.firstPacket, Packet: a.packet, Now: a.now})
 		return
 	}
-	a.linker.Closing(c.firstPacket, byClient, a.packet)
+	a.linker.ClientClosed(c.firstPacket, a.packet)
 }
 
 // AtPacket tells the Analyzer the number of the packet its next calls

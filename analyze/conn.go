@@ -890,16 +890,15 @@ func (c *conn) Gap(side reassembly.Side, n int64, at time.Time) {
 
 func (c *conn) End(side reassembly.Side, reason reassembly.EndReason, at time.Time) {
 	c.a.tick(at)
-	firstEnd := c.ends == nil
-	if firstEnd {
+	if c.ends == nil {
 		c.ends = new([2]time.Time)
 	}
 	sideFirst := c.ends[side].IsZero()
 	if sideFirst {
 		c.ends[side] = at
 	}
-	if byClient := c.rolesKnown && side == c.client; c.refused && (firstEnd || sideFirst && byClient) {
-		c.a.connClosing(c, byClient)
+	if c.refused && sideFirst && c.rolesKnown && side == c.client {
+		c.a.clientClosed(c)
 	}
 	if c.p == nil {
 		return // parked: no exchange open, nothing pending (see park)
@@ -936,13 +935,6 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 		return
 	}
 	c.closed = true
-	if c.refused && c.ends == nil && (reason == reassembly.EndFIN || reason == reassembly.EndRST || reason == reassembly.EndReused) {
-		// Closed at one of its own packets, as End would have said; not at
-		// an idle deadline, an eviction or the end, which fall where the
-		// other connections of a worker put them and would make what
-		// links depend on the number of workers.
-		c.a.connClosing(c, false)
-	}
 	c.settleAny(true)
 	if c.p == nil {
 		// Parked, or never said a word: nothing is open or held.

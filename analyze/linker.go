@@ -42,17 +42,17 @@ type RetryOutcome struct {
 // client that keeps sending the same upload would otherwise have every
 // later request linked to its first 417); refused again, its own 417 waits
 // for the next repeat, so a chain of refusals reads one link at a time.
-// A repeat on the refusing connection is taken first. A repeat on another
-// connection that asks for 100-continue again is taken only as the first
-// request of a connection and once the refusing connection is closing
-// (the 417 or its request said close, or a side sent FIN or RST): a
-// client that repeats with Expect does it on the open connection (curl
-// with an explicit Expect header) or on a new one after the close, and
-// clients behind one address that send the same request at about the
-// same time (load tests, loops of curl, a proxy's clients) would
-// otherwise each be linked to another's 417. A repeat without Expect may come on any connection: a client's
-// pool sends it on whichever is idle (Go's net/http, while the refusing
-// one still carries the body it sent after the 417).
+// A repeat on the refusing connection is taken first (curl with an
+// explicit Expect header asks again there). A request that asks for
+// 100-continue again on another connection is not taken as a repeat: no
+// client seen repeats so (curl gives up after a 417 with close, Go and
+// Node leave it to the application), and clients behind one address that
+// send the same request at about the same time (load tests, loops of
+// curl, a pool's queued requests, a proxy's clients) would each be linked
+// to another's 417. A repeat without Expect may come on any connection:
+// a client's pool sends it on whichever is idle (Go's net/http, while the
+// refusing one still carries the body it sent after the 417; Node's
+// agent, once the server closes the stuck ones).
 type RetryLinker[T any] struct {
 	window  time.Duration
 	max     int
@@ -74,9 +74,8 @@ type RetryLinker[T any] struct {
 }
 
 type awaiting[T any] struct {
-	id      string
-	conn    uint64
-	closing bool
+	id   string
+	conn uint64
 	// clientEnd is the packet at which the client closed the connection
 	// (0: not yet).
 	clientEnd uint64
@@ -113,10 +112,9 @@ func (l *RetryLinker[T]) Advance(now time.Time) {
 
 // Rejected holds the 417 (at time final) answering request id on
 // connection conn (any number that tells connections apart), with v, until
-// its retry comes; closing tells that the 417 or its request announced
-// the connection's close.
-func (l *RetryLinker[T]) Rejected(id string, conn uint64, who RequestIdentity, final time.Time, closing bool, v T) {
-	w := &awaiting[T]{id: id, conn: conn, closing: closing, who: who, final: final, seq: l.base + len(l.fifo), v: v}
+// its retry comes.
+func (l *RetryLinker[T]) Rejected(id string, conn uint64, who RequestIdentity, final time.Time, v T) {
+	w := &awaiting[T]{id: id, conn: conn, who: who, final: final, seq: l.base + len(l.fifo), v: v}
 	k := l.key(who)
 	l.byKey[k] = append(l.byKey[k], w)
 	l.byConn[conn] = append(l.byConn[conn], w)
@@ -127,38 +125,42 @@ func (l *RetryLinker[T]) Rejected(id string, conn uint64, who RequestIdentity, f
 	}
 }
 
-// Closing notes that connection conn is going away (a side sent FIN or
-// RST): the requests refused on it can be repeated only on another.
-// byClient says the client closed it, at the packet numbered packet.
-func (l *RetryLinker[T]) Closing(conn uint64, byClient bool, packet uint64) {
+// ClientClosed notes that the client of connection conn closed it (FIN
+// or RST) at the packet numbered packet.
+func (l *RetryLinker[T]) ClientClosed(conn uint64, packet uint64) {
 	for _, w := range l.byConn[conn] {
-		w.closing = true
-		if byClient && w.clientEnd == 0 {
+		if w.clientEnd == 0 {
 			w.clientEnd = packet
 		}
 	}
 }
 
+// sameMoment is how close two 417s must be for the order of the clients'
+// reconnections, rather than the order of the 417s, to pair them with
+// repeats: refused at the same moment (Squid's 417s to curls 8 us apart),
+// clients reconnect in the order they closed; refused further apart,
+// they repeat in the order they were refused, even when a pool reconnects
+// in another order (Node's agent, its repeats queued behind sockets the
+// server closes together).
+const sameMoment = 250 * time.Microsecond
+
 // Request notes request id on connection conn (headers ended at at;
 // first: the connection's first request, conn then the number of the
 // connection's first packet), and returns the id of the held 417 it
 // repeats, if any, releasing that 417: one of the same identity whose
-// 417 came before at, on the same connection if there is one, else one
-// held on a closing connection (for a request with Expect, only as the
-// first request of its connection: one opened to repeat it), else, for a
-// request without Expect, the first held. Of those on closing connections,
-// a connection's first request takes the one whose client closed last
+// 417 came before at, on the same connection if there is one, else, for
+// a request without Expect, the first held (clients retry in the order
+// they were refused), but for a connection's first request, among 417s
+// of the same moment as that one, the one whose client closed last
 // before the connection opened (curl closes the refused connection and
-// opens the next at once: clients behind one address refused at the same
-// moment reconnect in the order they closed), else the first held
-// (clients retry in the order they were refused).
+// opens the next at once).
 func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at time.Time, expect, first bool) (retryOf string) {
 	if l.n == 0 {
 		return ""
 	}
 	k := l.key(who)
 	list := l.byKey[k]
-	var w, closing, reopened, open *awaiting[T]
+	var w, reopened, oldest *awaiting[T]
 	for _, x := range list {
 		if x.final.After(at) || x.who != who {
 			continue
@@ -167,28 +169,23 @@ func (l *RetryLinker[T]) Request(id string, conn uint64, who RequestIdentity, at
 			w = x
 			break
 		}
-		if x.closing && (first || !expect) {
-			if closing == nil {
-				closing = x
-			}
-			if first && x.clientEnd != 0 && x.clientEnd < conn && (reopened == nil || x.clientEnd > reopened.clientEnd) {
-				reopened = x
-			}
+		if expect {
+			continue
 		}
-		if !expect && open == nil {
-			open = x
+		if oldest == nil {
+			oldest = x
+		}
+		if first && x.clientEnd != 0 && x.clientEnd < conn && (reopened == nil || x.clientEnd > reopened.clientEnd) {
+			reopened = x
 		}
 	}
-	if w == nil && reopened != nil {
-		closing = reopened
+	if w == nil {
+		w = oldest
+		if reopened != nil && oldest != nil && reopened.final.Sub(oldest.final) < sameMoment {
+			w = reopened
+		}
 	}
-	switch {
-	case w != nil:
-	case closing != nil:
-		w = closing
-	case open != nil:
-		w = open
-	default:
+	if w == nil {
 		return ""
 	}
 	l.fifo[w.seq-l.base] = nil

@@ -19,7 +19,7 @@ func TestRetryLinker(t *testing.T) {
 	a, b := who("10.0.0.1", "/a"), who("10.0.0.1", "/b")
 	other := who("10.0.0.2", "/a") // same request from another client
 	type step struct {
-		op      string // "417", "417close", "end", "clientend", "req", "req+expect", "advance", "flush"
+		op      string // "417", "clientend", "req", "req+expect", "advance", "flush"
 		id      string
 		who     RequestIdentity
 		at      float64 // seconds
@@ -38,14 +38,15 @@ func TestRetryLinker(t *testing.T) {
 		},
 		{
 			name:  "retry without Expect on a new connection after a 417 with close",
-			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: a, at: 1.1, retryOf: "1-1"}},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: a, at: 1.1, retryOf: "1-1"}},
 			want:  []string{"1-1:2-1:true:false"},
 		},
 		{
-			name: "a connection still open keeps its 417 from requests with Expect on other connections",
+			name: "a request with Expect on another connection is not a repeat, open or closed",
 			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req+expect", id: "2-1", who: a, at: 2},
-				{op: "end", id: "1-9", at: 3}, {op: "req+expect", id: "3-1", who: a, at: 4, retryOf: "1-1"}},
-			want: []string{"1-1:3-1:false:false"},
+				{op: "clientend", id: "1-9", at: 3}, {op: "req+expect", id: "3-1", who: a, at: 4},
+				{op: "req", id: "4-1", who: a, at: 5, retryOf: "1-1"}},
+			want: []string{"1-1:4-1:true:false"},
 		},
 		{
 			// Squid closes the connection that carried a 417; another
@@ -53,7 +54,7 @@ func TestRetryLinker(t *testing.T) {
 			// used is not the repeat; the refused client's, on a new
 			// connection, is.
 			name: "a repeat with Expect on a connection's later request is not taken from another connection",
-			steps: []step{{op: "417close", id: "1-2", who: a, at: 1}, {op: "req+expect", id: "5-2", who: a, at: 1.1},
+			steps: []step{{op: "417", id: "1-2", who: a, at: 1}, {op: "req+expect", id: "5-2", who: a, at: 1.1},
 				{op: "req", id: "9-1", who: a, at: 1.2, retryOf: "1-2"}},
 			want: []string{"1-2:9-1:true:false"},
 		},
@@ -63,10 +64,20 @@ func TestRetryLinker(t *testing.T) {
 			// sending its repeat first. Connections are numbered by their
 			// first packet, closes by theirs (here the time in ms).
 			name: "repeats on new connections go with the connection their client closed just before",
-			steps: []step{{op: "417close", id: "100-2", who: a, at: 1}, {op: "417close", id: "200-2", who: a, at: 1.001},
+			steps: []step{{op: "417", id: "100-2", who: a, at: 1}, {op: "417", id: "200-2", who: a, at: 1.000008},
 				{op: "clientend", id: "100-9", at: 1.002}, {op: "clientend", id: "200-9", at: 1.004},
 				{op: "req", id: "1005-1", who: a, at: 1.006, retryOf: "200-2"}, {op: "req", id: "1003-1", who: a, at: 1.007, retryOf: "100-2"}},
 			want: []string{"200-2:1005-1:true:false", "100-2:1003-1:true:false"},
+		},
+		{
+			// Node's agent: sockets stuck after 417s the server closes
+			// together, the queued repeats going out on new sockets in the
+			// order they were made, not the order the sockets closed.
+			name: "417s of different moments are repeated in their order, whatever order the connections closed in",
+			steps: []step{{op: "417", id: "100-2", who: a, at: 1}, {op: "417", id: "200-2", who: a, at: 1.0005},
+				{op: "clientend", id: "100-9", at: 6}, {op: "clientend", id: "200-9", at: 6.001},
+				{op: "req", id: "6002-1", who: a, at: 6.003, retryOf: "100-2"}, {op: "req", id: "6004-1", who: a, at: 6.005, retryOf: "200-2"}},
+			want: []string{"100-2:6002-1:true:false", "200-2:6004-1:true:false"},
 		},
 		{
 			// Go's net/http after a 417: the refusing connection still carries
@@ -76,10 +87,12 @@ func TestRetryLinker(t *testing.T) {
 			want:  []string{"1-1:4-7:true:false"},
 		},
 		{
-			name: "a closing connection's 417 goes before an older one on an open connection",
-			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417close", id: "2-1", who: a, at: 2},
-				{op: "req", id: "3-1", who: a, at: 3, retryOf: "2-1"}, {op: "req", id: "4-1", who: a, at: 4, retryOf: "1-1"}},
-			want: []string{"2-1:3-1:true:false", "1-1:4-1:true:false"},
+			// Node's agent: the repeats go out in the order the 417s came,
+			// whichever connection the server closed first.
+			name: "repeats on other connections take the 417s in their order, closing or not",
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2},
+				{op: "req", id: "3-1", who: a, at: 3, retryOf: "1-1"}, {op: "req", id: "4-1", who: a, at: 4, retryOf: "2-1"}},
+			want: []string{"1-1:3-1:true:false", "2-1:4-1:true:false"},
 		},
 		{
 			name: "a retry with Expect takes its 417: a later request is not linked to it",
@@ -106,13 +119,13 @@ func TestRetryLinker(t *testing.T) {
 		},
 		{
 			name: "a repeat on the refusing connection takes that connection's 417 before an older one",
-			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2},
 				{op: "req", id: "2-2", who: a, at: 2.1, retryOf: "2-1"}, {op: "req", id: "3-1", who: a, at: 3, retryOf: "1-1"}},
 			want: []string{"2-1:2-2:true:false", "1-1:3-1:true:false"},
 		},
 		{
 			name: "another identity is not a retry",
-			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: b, at: 2}, {op: "req", id: "3-1", who: other, at: 2},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "req", id: "2-1", who: b, at: 2}, {op: "req", id: "3-1", who: other, at: 2},
 				{op: "flush"}},
 			want: []string{"1-1::false:false"},
 		},
@@ -123,20 +136,20 @@ func TestRetryLinker(t *testing.T) {
 		},
 		{
 			name: "the window passes by capture time",
-			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "advance", at: 30.999}, {op: "advance", at: 31},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "advance", at: 30.999}, {op: "advance", at: 31},
 				{op: "req", id: "2-1", who: a, at: 31}},
 			want: []string{"1-1::false:false"},
 		},
 		{
 			name: "the oldest 417 beyond the bound is dropped; the others still link",
 			max:  2,
-			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "417close", id: "2-1", who: b, at: 2}, {op: "417close", id: "3-1", who: other, at: 3},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: b, at: 2}, {op: "417", id: "3-1", who: other, at: 3},
 				{op: "req", id: "4-1", who: a, at: 4}, {op: "req", id: "5-1", who: b, at: 5, retryOf: "2-1"}, {op: "flush"}},
 			want: []string{"1-1::false:true", "2-1:5-1:true:false", "3-1::false:false"},
 		},
 		{
 			name: "two 417s of one request on closing connections: the first is retried first",
-			steps: []step{{op: "417close", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2}, {op: "end", id: "2-9", at: 2.5},
+			steps: []step{{op: "417", id: "1-1", who: a, at: 1}, {op: "417", id: "2-1", who: a, at: 2}, {op: "clientend", id: "2-9", at: 2.5},
 				{op: "req", id: "3-1", who: a, at: 3, retryOf: "1-1"}, {op: "req", id: "4-1", who: a, at: 4, retryOf: "2-1"}},
 			want: []string{"1-1:3-1:true:false", "2-1:4-1:true:false"},
 		},
@@ -165,12 +178,12 @@ func TestRetryLinker(t *testing.T) {
 			})
 			for i, s := range tt.steps {
 				switch s.op {
-				case "417", "417close":
+				case "417":
 					l.Advance(sec(s.at))
-					l.Rejected(s.id, connOf(s.id), s.who, sec(s.at), s.op == "417close", s.id)
-				case "end", "clientend": // the connection of id closes (its client)
+					l.Rejected(s.id, connOf(s.id), s.who, sec(s.at), s.id)
+				case "clientend": // the client of id's connection closes it
 					l.Advance(sec(s.at))
-					l.Closing(connOf(s.id), s.op == "clientend", uint64(s.at*1000))
+					l.ClientClosed(connOf(s.id), uint64(s.at*1000))
 				case "req", "req+expect":
 					l.Advance(sec(s.at))
 					if r := l.Request(s.id, connOf(s.id), s.who, sec(s.at), s.op == "req+expect", strings.HasSuffix(s.id, "-1")); r != s.retryOf {

@@ -364,6 +364,42 @@ func TestApacheProxy417(t *testing.T) {
 	}
 }
 
+// TestNodePoolRetryLinks reads Node's http client, six workers on one
+// Agent of four sockets, repeating refused uploads without Expect, five
+// seconds after the 417s, on new sockets (testdata/loopback/README.md).
+// The records of every connection must be what nginx logged, and every
+// 417 linked to its own repeat (the same X-Trace, without Expect) or,
+// when nginx logged none, to nothing.
+func TestNodePoolRetryLinks(t *testing.T) {
+	recs, trace := checkLoggedLegs(t, "node-client-pool-417", "18081", 46, 0)
+	byID := map[string]*analyze.Record{}
+	repeated := map[string]bool{}
+	for _, r := range recs {
+		byID[r.ID] = r
+		if r.Request.Expect == "" && r.Request.Target == "/e417/z" {
+			repeated[trace(r)] = true
+		}
+	}
+	n, linked := 0, 0
+	for _, r := range recs {
+		if r.Final == nil || r.Final.Status != 417 {
+			continue
+		}
+		n++
+		rep := byID[deref(r.RetriedBy)]
+		switch {
+		case rep == nil && !repeated[trace(r)]:
+		case rep == nil || rep.Request.Expect != "" || trace(rep) != trace(r):
+			t.Errorf("%s (%s): retried by %q, want its own repeat", r.ID, trace(r), deref(r.RetriedBy))
+		default:
+			linked++
+		}
+	}
+	if n != 16 || linked != 12 {
+		t.Errorf("%d 417s, %d linked; want 16 and 12", n, linked)
+	}
+}
+
 // checkLoggedLegs reads testdata/loopback/NAME.pcap.gz: clients send to
 // clientPort, and NAME.servers.log (or NAME.origin.log) is the access log
 // of the nginx servers behind ("$server_port $remote_port $request_method

@@ -676,7 +676,7 @@ func (m *merger) late(msg recMsg) {
 func (m *merger) event(ev *analyze.LinkEvent) {
 	m.linker.Advance(ev.Now)
 	if ev.End {
-		m.linker.Closing(ev.Conn, ev.ByClient, ev.Packet)
+		m.linker.ClientClosed(ev.Conn, ev.Packet)
 		return
 	}
 	if ev.Request {
@@ -688,7 +688,7 @@ func (m *merger) event(ev *analyze.LinkEvent) {
 	if _, ok := m.held[ev.ID]; !ok {
 		m.held[ev.ID] = nil
 	}
-	m.linker.Rejected(ev.ID, ev.Conn, ev.Identity, ev.At, ev.Closing, ev.ID)
+	m.linker.Rejected(ev.ID, ev.Conn, ev.Identity, ev.At, ev.ID)
 }
 
 func (m *merger) record(r *analyze.Record) {

@@ -56,7 +56,7 @@ var scenarios = []scenario{
 	{name: "plain-get", weight: 8, build: scPlainGet},
 	{name: "noise", weight: 10, build: scNoise},
 	{name: "rejected-retry-pooled", weight: 3, build: scRejectedRetryPooled, extra: true},
-	{name: "rejected-close-retry-expect", weight: 2, build: scRejectedCloseRetryExpect, extra: true},
+	{name: "rejected-close-retry", weight: 2, build: scRejectedCloseRetry, extra: true},
 }
 
 // Scenarios returns the names of all scenarios, the extra ones last.
@@ -390,10 +390,10 @@ func scRejectedRetrySame(b *script) {
 
 func scRejectedRetryNew(b *script) { rejectedRetryNew(b, false) }
 
-// scRejectedRetryExpectAgain is Go's client after a 417 with close: the
-// request comes again on a new connection, asking for 100-continue again
-// (linked as a retry, but not the retry without Expect RFC 9110 10.1.1
-// asks for); this time the server says 100.
+// scRejectedRetryExpectAgain: after a 417 with close, the request comes
+// again on a new connection asking for 100-continue again (not linked: it
+// cannot be told from another client's request); this time the server
+// says 100.
 func scRejectedRetryExpectAgain(b *script) { rejectedRetryNew(b, true) }
 
 // rejectedRetryNew: a 417 with close, then the request again on a new
@@ -473,12 +473,10 @@ func scRejectedRetryPooled(b *script) {
 	b.close(false)
 }
 
-// scRejectedCloseRetryExpect: a 417 that keeps the connection, which the
-// client closes all the same; it asks again with Expect on a new
-// connection, and the server says 100. The repeat is linked because the
-// first connection closed (a repeat with Expect on another connection
-// that is still open is not taken as one).
-func scRejectedCloseRetryExpect(b *script) { rejectedRetryNewAfter(b, true, false) }
+// scRejectedCloseRetry: a 417 that keeps the connection, which the client
+// closes all the same, then repeats the request without Expect on a new
+// connection.
+func scRejectedCloseRetry(b *script) { rejectedRetryNewAfter(b, false, false) }
 
 func scBodyAfter417(b *script) {
 	n := b.bodyLen()
