@@ -431,6 +431,10 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 			d.state = stBody
 		case stAmbiguous:
 			a := d.amb
+			if at.Sub(a.at) > maxAmbiguity {
+				c.settle(d, false)
+				continue
+			}
 			at0 := min(a.withheld, a.own)
 			if a.off < at0 {
 				n := min(int64(len(b)), at0-a.off)
@@ -482,6 +486,13 @@ func (c *conn) feedRequest(b []byte, at time.Time) {
 		}
 	}
 }
+
+// maxAmbiguity bounds how long (in capture time) a request head after an
+// early final is held undecided: a repeat is noted to the retry linker
+// only once it is decided, and must be before the 417's retry window
+// ends; a large upload repeated whole would otherwise stay undecided
+// until its last byte. Later, it is taken as the request it looks like.
+const maxAmbiguity = 5 * time.Second
 
 // holdAmbiguous starts an ambiguity when data, the bytes after early
 // final e, hold a whole request head whose own framing ends elsewhere than

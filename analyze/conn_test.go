@@ -273,8 +273,27 @@ func TestRequestAfterEarlyFinal(t *testing.T) {
 			"exchange||||30",
 		}},
 	}
+	// A large repeat sent slowly: undecided, it would be noted to the
+	// retry linker only after the 417's 30 s window; after 5 s it is
+	// taken as the request it looks like, and linked.
+	const big = "PUT /z HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n"
+	slow := []ev{{"c", 0, big, ""}, {"s", 1, e417, ""}, {"c", 2, "PUT /z HTTP/1.1\r\nHost: h\r\nContent-Length: 100000\r\n\r\n", ""}}
+	for i := 1; i <= 8; i++ {
+		slow = append(slow, ev{"c", float64(i) * 5000, fill(12500), ""})
+	}
+	tests = append(tests, struct {
+		name string
+		evs  []ev
+		want []string
+	}{"a slow repeat undecided after 5 s is taken as a request", append(slow, ev{"s", 40100, ok, ""}), []string{
+		"negotiation|rejected|retried-without-expect|new-request|0",
+		"exchange||||100000",
+	}})
 	for _, tt := range tests {
 		for _, bytewise := range []bool{false, true} {
+			if bytewise && len(tt.evs) > 8 {
+				continue // the slow repeat, 100 000 bytes: whole segments only
+			}
 			t.Run(fmt.Sprintf("%s/bytewise=%v", tt.name, bytewise), func(t *testing.T) {
 				evs := tt.evs
 				if bytewise {
