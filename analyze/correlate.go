@@ -223,25 +223,36 @@ func relinkUpstream(pairs [][2]*Record, upOf, downOf map[*Record]*Record, recs [
 }
 
 // setRetry links 417'd negotiation orig to the request that repeated it
-// (nil: none), with the flag and diagnosis that follow (RFC 9110 10.1.1).
+// (nil: none), both ways.
 func setRetry(orig, rep *Record) {
+	if rep == nil {
+		MarkRetried(orig, "", false)
+		return
+	}
+	MarkRetried(orig, rep.ID, rep.Request.Expect == "")
+	oid := orig.ID
+	rep.RetryOf = &oid
+}
+
+// MarkRetried records on 417'd negotiation r the request that repeated it
+// (id "": none) and whether that one left Expect out, with the flag and
+// diagnosis that follow (RFC 9110 10.1.1): for a link decided after r was
+// made (by the pipeline's merger, or through a proxy's hops).
+func MarkRetried(r *Record, id string, withoutExpect bool) {
+	r.RetriedBy = nil
+	if id != "" {
+		r.RetriedBy = &id
+	}
 	f := FlagNoRetryAfter417
-	orig.RetriedBy = nil
-	if rep != nil {
-		id := rep.ID
-		oid := orig.ID
-		orig.RetriedBy, rep.RetryOf = &id, &oid
-		if rep.Request.Expect == "" {
-			f = FlagRetriedWithoutExpect
-		}
+	if id != "" && withoutExpect {
+		f = FlagRetriedWithoutExpect
 	}
-	i := slices.IndexFunc(orig.Flags, func(x Flag) bool { return x == FlagNoRetryAfter417 || x == FlagRetriedWithoutExpect })
-	if i >= 0 {
-		orig.Flags[i] = f
+	if i := slices.IndexFunc(r.Flags, func(x Flag) bool { return x == FlagNoRetryAfter417 || x == FlagRetriedWithoutExpect }); i >= 0 {
+		r.Flags[i] = f
 	} else {
-		orig.Flags = append(orig.Flags, f)
+		r.Flags = append(r.Flags, f)
 	}
-	orig.Diagnosis = Diagnose(orig)
+	r.Diagnosis = Diagnose(r)
 }
 
 func idOf(p *string) string {

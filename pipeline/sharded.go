@@ -756,17 +756,7 @@ func (m *merger) finish() {
 // one that asks for 100-continue again is named but leaves
 // no-retry-after-417 set.
 func link(orig *analyze.Record, o analyze.RetryOutcome) {
-	if o.RetriedBy == "" {
-		return
+	if o.RetriedBy != "" {
+		analyze.MarkRetried(orig, o.RetriedBy, o.WithoutExpect)
 	}
-	id := o.RetriedBy
-	orig.RetriedBy = &id
-	if o.WithoutExpect {
-		if i := slices.Index(orig.Flags, analyze.FlagNoRetryAfter417); i >= 0 {
-			orig.Flags[i] = analyze.FlagRetriedWithoutExpect
-		} else {
-			orig.Flags = append(orig.Flags, analyze.FlagRetriedWithoutExpect)
-		}
-	}
-	orig.Diagnosis = analyze.Diagnose(orig)
 }
