@@ -266,6 +266,12 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 	if d.state == stDead {
 		return nil, 0, false, false
 	}
+	if len(d.buf) == 0 && !c.http && startsTLSHello(b) {
+		// A TLS handshake: nothing after it is plaintext HTTP, and a
+		// "message start" hunted out of ciphertext would be a coincidence.
+		c.giveUp()
+		return nil, 0, false, false
+	}
 	data = b
 	if len(d.buf) > 0 {
 		d.buf = append(d.buf, b...)
@@ -298,6 +304,29 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 	}
 	d.buf = append(d.buf[:0], data...)
 	return nil, 0, false, false
+}
+
+// giveUp judges the whole connection not HTTP: both sides ignore the
+// rest of their bytes.
+func (c *conn) giveUp() {
+	for i := range c.p.dirs {
+		d := &c.p.dirs[i]
+		d.state = stDead
+		d.buf = nil
+	}
+	c.a.stats.NonHTTP++
+}
+
+// startsTLSHello reports whether b begins with a TLS record holding a
+// ClientHello or ServerHello (record type 22, version 3.x, a length a
+// record may have, handshake type 1 or 2): the first bytes of TLS, as
+// no HTTP message or proxy prefix (SOCKS, PROXY protocol) begins.
+func startsTLSHello(b []byte) bool {
+	if len(b) < 6 || b[0] != 0x16 || b[1] != 3 || b[2] > 4 {
+		return false
+	}
+	n := int(b[3])<<8 | int(b[4])
+	return n >= 4 && n <= 16384+2048 && (b[5] == 1 || b[5] == 2)
 }
 
 // readHead accumulates a header block. It returns the complete block and

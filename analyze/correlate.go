@@ -1,6 +1,7 @@
 package analyze
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -584,18 +585,49 @@ var proxyProducts = []string{
 	"fastly", "pingora", "traffic server", "trafficserver", "wingate", "ccproxy",
 }
 
+// proxyTokens are the proxy products named by a Server value's first
+// token; proxyPrefixes those of more than one word, named by its start.
+var proxyTokens, proxyPrefixes = func() (map[string]string, []string) {
+	tokens := map[string]string{}
+	var prefixes []string
+	for _, p := range proxyProducts {
+		if strings.Contains(p, " ") {
+			prefixes = append(prefixes, p)
+		} else {
+			tokens[p] = p
+		}
+	}
+	return tokens, prefixes
+}()
+
 // ProxyProduct returns the proxy product a Server value names, or "".
+// Every record's Server is looked up: only the bytes a product name can
+// match are lower-cased, in place.
 func ProxyProduct(server string) string {
-	s := strings.ToLower(strings.TrimSpace(server))
+	s := strings.TrimSpace(server)
 	if s == "" {
 		return ""
 	}
-	tok := s
-	if i := strings.IndexAny(tok, "/ ("); i >= 0 {
-		tok = tok[:i]
+	var buf [24]byte // longer than any product name
+	low := buf[:min(len(s), len(buf))]
+	for i := range low {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		low[i] = c
 	}
-	for _, p := range proxyProducts {
-		if tok == p || (strings.Contains(p, " ") && strings.HasPrefix(s, p)) {
+	tok := low
+	if i := bytes.IndexAny(tok, "/ ("); i >= 0 {
+		tok = tok[:i]
+	} else if len(s) > len(buf) {
+		tok = nil // a first token longer than any product
+	}
+	if p, ok := proxyTokens[string(tok)]; ok {
+		return p
+	}
+	for _, p := range proxyPrefixes {
+		if bytes.HasPrefix(low, []byte(p)) {
 			return p
 		}
 	}

@@ -3,6 +3,7 @@ package analyze
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -321,11 +322,49 @@ func TestProxyProduct(t *testing.T) {
 		"squid/5.7": "squid", "ATS/9.2.9": "ats", "envoy": "envoy", "cloudflare": "cloudflare",
 		"AkamaiGHost": "akamaighost", "Apache Traffic Server/9.2": "apache traffic server",
 		"nginx/1.22.1": "", "Apache/2.4.71 (Debian)": "", "": "", "Varnish": "varnish",
+		"  GFE/2.0 ": "gfe", "Google Frontend": "google frontend", "traffic server (x)": "traffic server",
+		"apachetrafficserverx": "", "apachetrafficserver/10.0.0.0.0.0.0": "apachetrafficserver",
+		"squidsquidsquidsquidsquidsquid": "", "(squid)": "",
 	} {
-		if got := ProxyProduct(in); got != want {
-			t.Errorf("ProxyProduct(%q) = %q, want %q", in, got, want)
+		if got, ref := ProxyProduct(in), proxyProductLowered(in); got != want || ref != want {
+			t.Errorf("ProxyProduct(%q) = %q (lower-casing it all: %q), want %q", in, got, ref, want)
 		}
 	}
+	// Against the plain version, on ASCII strings made of the products'
+	// pieces, cut and cased at random.
+	r := rand.New(rand.NewPCG(3, 4))
+	pieces := append([]string{" ", "/", "(", "1.0", "x", "Server", "  "}, proxyProducts...)
+	for range 20000 {
+		var b strings.Builder
+		for range r.IntN(4) + 1 {
+			p := pieces[r.IntN(len(pieces))]
+			if r.IntN(2) == 0 {
+				p = strings.ToUpper(p)
+			}
+			b.WriteString(p[:r.IntN(len(p)+1)])
+		}
+		if got, want := ProxyProduct(b.String()), proxyProductLowered(b.String()); got != want {
+			t.Fatalf("ProxyProduct(%q) = %q, lower-casing it all %q", b.String(), got, want)
+		}
+	}
+}
+
+// proxyProductLowered is ProxyProduct as first written: the reference.
+func proxyProductLowered(server string) string {
+	s := strings.ToLower(strings.TrimSpace(server))
+	if s == "" {
+		return ""
+	}
+	tok := s
+	if i := strings.IndexAny(tok, "/ ("); i >= 0 {
+		tok = tok[:i]
+	}
+	for _, p := range proxyProducts {
+		if tok == p || (strings.Contains(p, " ") && strings.HasPrefix(s, p)) {
+			return p
+		}
+	}
+	return ""
 }
 
 // proxiedRun builds n requests through one proxy: each client request on

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Errors a header block can fail with. They wrap into *ParseError, which
@@ -75,16 +76,18 @@ const maxHeaderFields = 1000
 const maxKeptValue = 1024
 
 // isTokenChar reports whether c may appear in an RFC 9110 token.
-func isTokenChar(c byte) bool {
-	if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
-		return true
+func isTokenChar(c byte) bool { return tokenChars[c] }
+
+// tokenChars holds RFC 9110's tchar set, looked up per byte by the
+// parsers and the hunt (a table beats the comparisons on bytes that are
+// not text).
+var tokenChars = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", byte(c)) >= 0
 	}
-	switch c {
-	case '!', '#', '$', '%', '&', '\'', '*', '+', '-', '.', '^', '_', '`', '|', '~':
-		return true
-	}
-	return false
-}
+	return t
+}()
 
 // nextLine splits b at the first LF, dropping a CR before it (bare LF is
 // tolerated as net/textproto does).
@@ -504,21 +507,27 @@ func partialPrefix(b []byte, p string) int {
 // firstMethodStart returns the first index of b where a request line's
 // method may start (see huntTail), or -1.
 func firstMethodStart(b []byte) int {
-	start := 0 // of the current run of token characters
-	for i := 0; i <= len(b); i++ {
-		if i < len(b) && isTokenChar(b[i]) {
-			continue
+	// A method ends at a space or at the end of b: look back from each.
+	for from := 0; ; {
+		end := len(b)
+		sp := bytes.IndexByte(b[from:], ' ')
+		if sp >= 0 {
+			end = from + sp
 		}
-		if i == len(b) || b[i] == ' ' {
-			for p := max(start, i-maxMethodLen); p < i; p++ {
-				if b[p] >= 'A' && b[p] <= 'Z' {
-					return p
-				}
+		start := end
+		for start > from && start > end-maxMethodLen && isTokenChar(b[start-1]) {
+			start--
+		}
+		for p := start; p < end; p++ {
+			if b[p] >= 'A' && b[p] <= 'Z' {
+				return p
 			}
 		}
-		start = i + 1
+		if sp < 0 {
+			return -1
+		}
+		from = end + 1
 	}
-	return -1
 }
 
 // knownMethod reports whether m is a registered HTTP method in common use.

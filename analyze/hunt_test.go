@@ -100,3 +100,97 @@ func TestHuntTailShort(t *testing.T) {
 		}
 	}
 }
+
+// firstMethodStartByByte is firstMethodStart as it was written first, one
+// byte at a time: the reference the faster version must agree with.
+func firstMethodStartByByte(b []byte) int {
+	start := 0 // of the current run of token characters
+	for i := 0; i <= len(b); i++ {
+		if i < len(b) && isTokenChar(b[i]) {
+			continue
+		}
+		if i == len(b) || b[i] == ' ' {
+			for p := max(start, i-maxMethodLen); p < i; p++ {
+				if b[p] >= 'A' && b[p] <= 'Z' {
+					return p
+				}
+			}
+		}
+		start = i + 1
+	}
+	return -1
+}
+
+func TestFirstMethodStart(t *testing.T) {
+	tests := []struct {
+		b    string
+		want int
+	}{
+		{"", -1},
+		{"GET", 0},
+		{"GET ", 0},
+		{"xGET /", 1},
+		{"get / HTTP/1.1", -1},
+		{"\x00POST /u", 1},
+		{"abc def", -1},
+		{"abc dEf", 5},
+		{strings.Repeat("a", 40) + "B ", 40},
+		{"B" + strings.Repeat("a", 40) + " ", -1}, // the method would be longer than maxMethodLen
+		{strings.Repeat("a", 31) + "B", 31},
+		{"aB" + strings.Repeat("a", 30) + " ", 1}, // 32 token bytes: the method's longest
+		{"Ba" + strings.Repeat("a", 31) + " ", -1},
+		{"x\tPUT", 2},
+		{"  ", -1},
+		{"A B", 0},
+		{"a B", 2},
+	}
+	for _, tt := range tests {
+		if got, ref := firstMethodStart([]byte(tt.b)), firstMethodStartByByte([]byte(tt.b)); got != tt.want || ref != tt.want {
+			t.Errorf("firstMethodStart(%q) = %d (by byte %d), want %d", tt.b, got, ref, tt.want)
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 9))
+	alphabet := []byte("aZ \t\r\n\x00\x16-GETPOST/")
+	for range 20000 {
+		b := make([]byte, r.IntN(80))
+		for i := range b {
+			b[i] = alphabet[r.IntN(len(alphabet))]
+		}
+		if got, want := firstMethodStart(b), firstMethodStartByByte(b); got != want {
+			t.Fatalf("firstMethodStart(%q) = %d, by byte %d", b, got, want)
+		}
+	}
+}
+
+func FuzzFirstMethodStart(f *testing.F) {
+	f.Add([]byte("xx POST /u HTTP/1.1"))
+	f.Add([]byte(strings.Repeat("a", 40) + "B "))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if got, want := firstMethodStart(b), firstMethodStartByByte(b); got != want {
+			t.Fatalf("firstMethodStart(%q) = %d, by byte %d", b, got, want)
+		}
+	})
+}
+
+func TestStartsTLSHello(t *testing.T) {
+	tests := []struct {
+		b    string
+		want bool
+	}{
+		{"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", true}, // ClientHello in a TLS 1.0 record (curl, TLS 1.3)
+		{"\x16\x03\x03\x00\x7a\x02\x00\x00\x76", true},         // ServerHello
+		{"\x16\x03\x01\x02\x00", false},                        // too short to see the handshake type
+		{"\x16\x03\x01\x02\x00\x0b", false},                    // Certificate: not a connection's first record
+		{"\x16\x03\x05\x02\x00\x01", false},
+		{"\x16\x03\x01\x50\x00\x01", false}, // longer than a record may be
+		{"\x17\x03\x03\x00\x20\x01", false}, // application data
+		{"\x16\x02\x01\x02\x00\x01", false},
+		{"POST /u HTTP/1.1\r\n", false},
+		{"\x05\x01\x00", false}, // SOCKS5 greeting
+	}
+	for _, tt := range tests {
+		if got := startsTLSHello([]byte(tt.b)); got != tt.want {
+			t.Errorf("startsTLSHello(%q) = %v, want %v", tt.b, got, tt.want)
+		}
+	}
+}

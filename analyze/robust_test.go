@@ -198,3 +198,42 @@ func TestLongMethodNoHang(t *testing.T) {
 		}
 	}
 }
+
+// TestTLSGivenUp: a connection that starts with a TLS ClientHello (or,
+// picked up from its first bytes without a handshake, a ServerHello) is
+// not HTTP, even where its later bytes happen to read as a request and a
+// response: they are ciphertext. It counts once as a non-HTTP stream.
+func TestTLSGivenUp(t *testing.T) {
+	hello := "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + strings.Repeat("\x5a", 64)
+	serverHello := "\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03" + strings.Repeat("\xa5", 64)
+	coincidence := "\x17\x03\x03\x01\x00" + putExpect
+	for _, handshake := range []bool{true, false} {
+		evs := []ev{
+			{who: "c", ms: 0, data: hello},
+			{who: "s", ms: 1, data: serverHello},
+			{who: "c", ms: 2, data: coincidence},
+			{who: "s", ms: 3, data: "\x17\x03\x03\x00\x40\nHTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"},
+		}
+		var recs []*Record
+		a := New(Config{All: true, Emit: func(r *Record) { recs = append(recs, r) }})
+		s := a.New(reassembly.ConnInfo{
+			A: netip.MustParseAddrPort("10.0.0.1:40000"), B: netip.MustParseAddrPort("10.0.0.2:443"),
+			Handshake: handshake, FirstSeen: t0, FirstPacket: 1,
+		})
+		for _, e := range evs {
+			side := reassembly.SideA
+			if e.who == "s" {
+				side = reassembly.SideB
+			}
+			s.Data(side, []byte(e.data), at(e.ms))
+		}
+		s.Close(reassembly.EndFIN, at(4))
+		a.Flush()
+		if len(recs) != 0 {
+			t.Errorf("handshake %v: %d records from TLS, first %+v", handshake, len(recs), recs[0].Request)
+		}
+		if st := a.Stats(); st.NonHTTP != 1 || st.HTTPConnections != 0 || st.Resyncs != 0 {
+			t.Errorf("handshake %v: stats %+v", handshake, st)
+		}
+	}
+}

@@ -30,6 +30,7 @@ targets="
 ./analyze FuzzResponseHead
 ./analyze FuzzChunked
 ./analyze FuzzConn
+./analyze FuzzFirstMethodStart
 ./pipeline FuzzPipeline
 ./pipeline FuzzWorkersAgree 1000x
 ./report FuzzEscape

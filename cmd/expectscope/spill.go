@@ -135,7 +135,8 @@ func (s *spill) Emit(r *analyze.Record) {
 		got100 = got100 || i.Status == 100
 	}
 	e.leg.interim = got417 || got100
-	e.leg.named = r.Final != nil && (r.Final.Via != "" || analyze.ProxyProduct(r.Final.Server) != "")
+	// candidates looks at named only for a record with an interim.
+	e.leg.named = e.leg.interim && r.Final != nil && (r.Final.Via != "" || analyze.ProxyProduct(r.Final.Server) != "")
 	s.serverHosts[e.leg.serverHost] = true
 	s.entries = append(s.entries, e)
 	if len(s.buf) >= spillRunBytes {
@@ -178,12 +179,12 @@ func compareKey(asec int64, ansec int32, aid string, bsec int64, bnsec int32, bi
 
 // sortEntries sorts the buffered records as report.Sort does.
 func (s *spill) sortEntries() {
-	slices.SortFunc(s.entries, compareEntries)
+	slices.SortFunc(s.entries, func(a, b spillEntry) int { return compareEntries(&a, &b) })
 }
 
 // compareEntries orders records as report.Sort does, then in emit order:
 // a total order, so an unstable sort gives what a stable one would.
-func compareEntries(a, b spillEntry) int {
+func compareEntries(a, b *spillEntry) int {
 	if c := compareKey(a.sec, a.nsec, a.id, b.sec, b.nsec, b.id); c != 0 {
 		return c
 	}
@@ -198,7 +199,7 @@ func (s *spill) sortedOrder() []int32 {
 	for i := range s.entries {
 		order = append(order, int32(i))
 	}
-	slices.SortFunc(order, func(a, b int32) int { return compareEntries(s.entries[a], s.entries[b]) })
+	slices.SortFunc(order, func(a, b int32) int { return compareEntries(&s.entries[a], &s.entries[b]) })
 	s.order = order
 	return order
 }

@@ -192,6 +192,9 @@ const (
 )
 
 func (in interner) get(b []byte) string {
+	if len(b) == 0 {
+		return "" // most shared fields are empty; no lookup
+	}
 	if s, ok := in[string(b)]; ok { // the conversion does not allocate here
 		return s
 	}
