@@ -109,6 +109,9 @@ type Analyzer struct {
 	linker  *RetryLinker[*exchange]
 	lastErr error
 	packet  uint64 // see AtPacket
+	// hunted joins a side's held tail and its next bytes for hunting:
+	// the side keeps only the tail that may still matter (see huntTail).
+	hunted []byte
 }
 
 // DefaultMaxAwait is Config.MaxAwait's default.

@@ -274,13 +274,13 @@ func (c *conn) hunt(d *dir, b []byte, wantReq, wantResp bool) (data []byte, off 
 	}
 	data = b
 	if len(d.buf) > 0 {
-		d.buf = append(d.buf, b...)
-		data = d.buf
+		c.a.hunted = append(append(c.a.hunted[:0], d.buf...), b...)
+		data = c.a.hunted
 	}
 	off, isReq = findMessageStart(data, wantReq, wantResp)
 	if off >= 0 {
 		if len(d.buf) > 0 {
-			data = append([]byte(nil), data...) // d.buf is reused by the parser
+			data = append([]byte(nil), data...) // hunted is reused by every side
 		}
 		d.buf = d.buf[:0]
 		if d.budget < c.a.cfg.HuntBudget || !c.handshake {

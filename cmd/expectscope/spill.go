@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"net"
 	"os"
@@ -73,8 +74,16 @@ type spill struct {
 	// serverHosts are the hosts of every server seen: only a record whose
 	// client is one of them (or that names its origin) can be an upstream leg.
 	serverHosts map[string]bool
-	enc         recEncoder
-	order       []int32 // for sortedOrder
+	// mayBeLeg is false while no record can be a leg for candidates: none
+	// forwarded (X-Forwarded-For, X-Request-ID), no 100 or 417 naming an
+	// intermediary, and no client host that is also a server's. Client
+	// hosts are remembered as bits of clientBits (a Bloom filter of one
+	// hash): a false match costs candidates' passes, not a wrong answer.
+	mayBeLeg   bool
+	clientBits *[1 << 14]uint64
+	seed       maphash.Seed
+	enc        recEncoder
+	order      []int32 // for sortedOrder
 }
 
 func newSpill() (*spill, error) {
@@ -89,7 +98,8 @@ func newSpill() (*spill, error) {
 		return nil, err
 	}
 	os.Remove(legs.Name())
-	return &spill{held: true, recs: recs, legs: legs, legsW: bufio.NewWriterSize(legs, 64<<10), serverHosts: map[string]bool{}}, nil
+	return &spill{held: true, recs: recs, legs: legs, legsW: bufio.NewWriterSize(legs, 64<<10), serverHosts: map[string]bool{},
+		clientBits: new([1 << 14]uint64), seed: maphash.MakeSeed()}, nil
 }
 
 // Close releases the temporary files.
@@ -137,7 +147,13 @@ func (s *spill) Emit(r *analyze.Record) {
 	e.leg.interim = got417 || got100
 	// candidates looks at named only for a record with an interim.
 	e.leg.named = e.leg.interim && r.Final != nil && (r.Final.Via != "" || analyze.ProxyProduct(r.Final.Server) != "")
-	s.serverHosts[e.leg.serverHost] = true
+	if !s.serverHosts[e.leg.serverHost] {
+		s.serverHosts[e.leg.serverHost] = true
+		s.mayBeLeg = s.mayBeLeg || s.clientSeen(e.leg.serverHost, false)
+	}
+	s.clientSeen(e.leg.clientHost, true)
+	s.mayBeLeg = s.mayBeLeg || s.serverHosts[e.leg.clientHost] ||
+		e.leg.xff != "" || e.leg.xrid != "" || e.leg.interim && e.leg.named
 	s.entries = append(s.entries, e)
 	if len(s.buf) >= spillRunBytes {
 		s.err = s.flushRun()
@@ -159,6 +175,9 @@ func (s *spill) unhold() error {
 		return nil
 	}
 	s.held = false
+	// A run fills buf to spillRunBytes and a record more: grown by
+	// doubling it would be copied some 20 times on the way.
+	s.buf = make([]byte, 0, spillRunBytes+64<<10)
 	for i := range s.entries {
 		if err := s.encode(&s.entries[i], s.entries[i].rec); err != nil {
 			return err
@@ -350,6 +369,9 @@ func forwardedIPs(xff string) []string {
 //     intermediary (Via, a proxy-only Server) or from a server that is
 //     the downstream leg's server of some pair.
 func (s *spill) candidates() ([]*analyze.Record, error) {
+	if !s.mayBeLeg {
+		return nil, nil // what the first pass below would find, known without it
+	}
 	upHosts := map[string]bool{}
 	fwdIPs := map[string]bool{}
 	isUp := func(d *legDesc) bool {
@@ -428,6 +450,18 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 		recs = append(recs, r)
 	}
 	return recs, nil
+}
+
+// clientSeen reports whether host may have been a record's client host
+// (set: and remembers that it was).
+func (s *spill) clientSeen(host string, set bool) bool {
+	h := maphash.String(s.seed, host) % (uint64(len(s.clientBits)) * 64)
+	w, bit := &s.clientBits[h/64], uint64(1)<<(h%64)
+	seen := *w&bit != 0
+	if set {
+		*w |= bit
+	}
+	return seen
 }
 
 // runReader reads one sorted run.

@@ -241,6 +241,67 @@ func TestSpillCandidates(t *testing.T) {
 	}
 }
 
+// TestSpillMayBeLeg: candidates skips its passes over the legs only when
+// they would find nothing, whichever comes first of a proxy's two legs.
+func TestSpillMayBeLeg(t *testing.T) {
+	rec := func(id, client, server string) *analyze.Record {
+		return &analyze.Record{Type: analyze.TypeNegotiation, ID: id, Conn: analyze.Conn{Client: client, Server: server},
+			Request: analyze.Request{Method: "PUT", Target: "/x"}, HeadersEndAt: rt0}
+	}
+	down := rec("down", "10.0.0.1:1001", "10.0.0.3:3128")
+	up := rec("up", "10.0.0.3:2000", "10.0.0.4:80")
+	via := rec("via", "10.0.0.9:1000", "10.0.0.8:80")
+	via.Final = &analyze.Final{Status: 417, Via: "1.1 squid"}
+	viaNo417 := rec("via200", "10.0.0.9:1001", "10.0.0.8:80")
+	viaNo417.Final = &analyze.Final{Status: 200, Via: "1.1 squid"}
+	xff := rec("xff", "10.0.0.7:1000", "10.0.0.6:80")
+	xff.Request.XForwardedFor = "10.0.0.1"
+	plain := func(n int) []*analyze.Record {
+		var recs []*analyze.Record
+		for i := range n {
+			recs = append(recs, rec(fmt.Sprintf("p%d", i), fmt.Sprintf("10.1.%d.%d:1000", i/250, i%250), "10.0.0.2:80"))
+		}
+		return recs
+	}
+	for _, tc := range []struct {
+		name string
+		recs []*analyze.Record
+		want []string
+	}{
+		{"plain", plain(3), nil},
+		{"many clients", plain(5000), nil},
+		{"down then up", append(plain(2), down, up), []string{"down", "up"}},
+		{"up then down", append(plain(2), up, down), []string{"up", "down"}},
+		{"via on a 417", append(plain(2), via), []string{"via"}},
+		{"via on a 200", append(plain(2), viaNo417), nil},
+		{"x-forwarded-for", append(plain(2), xff), []string{"xff"}},
+	} {
+		sp, err := newSpill()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sp.Close()
+		for _, r := range tc.recs {
+			sp.Emit(r)
+		}
+		if err := sp.finish(); err != nil {
+			t.Fatal(err)
+		}
+		skipped := !sp.mayBeLeg
+		cands, err := sp.candidates()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range cands {
+			ids = append(ids, r.ID)
+		}
+		if !slices.Equal(ids, tc.want) || skipped != (tc.want == nil) {
+			t.Errorf("%s: candidates %v (passes skipped: %v), want %v", tc.name, ids, skipped, tc.want)
+		}
+	}
+}
+
 // TestSpillGoesToDisk: past spillHeld records the spill writes runs and
 // still gives every record back in order.
 // diskSpill spills n negotiations, emitted out of time order, and
