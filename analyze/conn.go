@@ -3,6 +3,7 @@ package analyze
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/expectscope/expectscope/reassembly"
@@ -629,6 +630,15 @@ func (c *conn) settleAny(ending bool) {
 	}
 }
 
+// exchangeID names the nth request of the connection whose first packet
+// is given: "firstPacket-n".
+func exchangeID(firstPacket uint64, n uint32) string {
+	var b [24]byte
+	id := strconv.AppendUint(b[:0], firstPacket, 10)
+	id = append(id, '-')
+	return string(strconv.AppendUint(id, uint64(n), 10))
+}
+
 // startRequest opens an exchange for a parsed request head.
 func (c *conn) startRequest(rh *requestHead, at time.Time) {
 	c.http = true
@@ -636,7 +646,7 @@ func (c *conn) startRequest(rh *requestHead, at time.Time) {
 	c.nreq++
 	e := &exchange{
 		conn:       c,
-		id:         fmt.Sprintf("%d-%d", c.firstPacket, c.nreq),
+		id:         exchangeID(c.firstPacket, c.nreq),
 		head:       rh,
 		headersEnd: at,
 	}

@@ -1,6 +1,6 @@
 package analyze
 
-import "fmt"
+import "strconv"
 
 // Diagnose names the likely cause of a negotiation that is not plainly
 // continued, in a reviewer's words. It returns "" for a clean one.
@@ -11,14 +11,19 @@ func Diagnose(r *Record) string {
 		}
 		return ""
 	}
-	who, name := "the server", "the server"
-	if r.Final != nil && r.Final.Server != "" {
-		who = fmt.Sprintf("the server (%s)", r.Final.Server)
-		name = r.Final.Server
-	}
-	if r.Final != nil && r.Final.Via != "" {
-		who = fmt.Sprintf("an intermediary (Via: %s)", r.Final.Via)
-		name = who
+	// who answered, named for a sentence (who) and after "from" (name);
+	// built only for the verdicts that say it (most negotiations do not).
+	names := func() (who, name string) {
+		who, name = "the server", "the server"
+		if r.Final != nil && r.Final.Server != "" {
+			who = "the server (" + r.Final.Server + ")"
+			name = r.Final.Server
+		}
+		if r.Final != nil && r.Final.Via != "" {
+			who = "an intermediary (Via: " + r.Final.Via + ")"
+			name = who
+		}
+		return who, name
 	}
 	status := 0
 	if r.Final != nil {
@@ -26,7 +31,8 @@ func Diagnose(r *Record) string {
 	}
 	switch r.Verdict {
 	case Rejected:
-		s := fmt.Sprintf("%s does not support the expectation: 417 before any body", who)
+		who, _ := names()
+		s := who + " does not support the expectation: 417 before any body"
 		if r.HasFlag(FlagBodyAfter417) {
 			s += "; the client sent the body anyway"
 		}
@@ -44,23 +50,25 @@ func Diagnose(r *Record) string {
 		}
 		return s
 	case FinalBeforeBody:
+		who, name := names()
+		code := strconv.Itoa(status)
 		switch {
 		case status == 413:
-			return fmt.Sprintf("a policy refused the upload before the body (413 from %s)", name)
+			return "a policy refused the upload before the body (413 from " + name + ")"
 		case status == 401 || status == 403 || status == 407:
-			return fmt.Sprintf("authentication or authorization refused the upload before the body (%d from %s)", status, name)
+			return "authentication or authorization refused the upload before the body (" + code + " from " + name + ")"
 		case status >= 400:
-			return fmt.Sprintf("%s refused the request before the body (%d); Expect saved the upload", who, status)
+			return who + " refused the request before the body (" + code + "); Expect saved the upload"
 		default:
-			return fmt.Sprintf("%s answered %d without asking for the body", who, status)
+			return who + " answered " + code + " without asking for the body"
 		}
 	case TimedOut:
 		s := "the client gave up waiting"
 		if r.ClientWaitMs != nil {
-			s = fmt.Sprintf("the client gave up after %.3f s", *r.ClientWaitMs/1000)
+			s = "the client gave up after " + strconv.FormatFloat(*r.ClientWaitMs/1000, 'f', 3, 64) + " s"
 		}
 		if r.TimeoutGuess != nil {
-			s += fmt.Sprintf(" (%s)", timerName(*r.TimeoutGuess))
+			s += " (" + timerName(*r.TimeoutGuess) + ")"
 		}
 		if r.HasFlag(FlagLate100) {
 			return s + " because the 100 came late"
@@ -78,7 +86,7 @@ func Diagnose(r *Record) string {
 	case Continued:
 		switch {
 		case r.HasFlag(FlagErrorAfter100):
-			return fmt.Sprintf("the server said 100 Continue, took the upload, then refused it with %d (a wasted upload)", status)
+			return "the server said 100 Continue, took the upload, then refused it with " + strconv.Itoa(status) + " (a wasted upload)"
 		case r.HasFlag(FlagNoFinal):
 			return "the body went out after 100 but no final response came"
 		case r.HasFlag(FlagClosedMidBody):
@@ -101,5 +109,5 @@ func timerName(ms int) string {
 	case 5000:
 		return "a 5 s timer"
 	}
-	return fmt.Sprintf("a %d ms timer", ms)
+	return "a " + strconv.Itoa(ms) + " ms timer"
 }

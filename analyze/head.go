@@ -276,6 +276,18 @@ func parseHeaderFields(block []byte, h *header) error {
 // parseContentLength accepts 1*DIGIT, and a list of identical values
 // ("5, 5") as RFC 9110 8.6 allows a recipient to.
 func parseContentLength(v []byte) (int64, error) {
+	if len(v) > 0 && len(v) <= 18 {
+		// The usual single value, without the list's splitting.
+		var n int64
+		for _, c := range v {
+			if c < '0' || c > '9' {
+				goto list
+			}
+			n = n*10 + int64(c-'0')
+		}
+		return n, nil
+	}
+list:
 	var n int64 = -1
 	for part := range bytes.SplitSeq(v, []byte(",")) {
 		part = bytes.TrimSpace(part)

@@ -35,6 +35,8 @@ func TestParseContentLength(t *testing.T) {
 	}{
 		{"0", 0, true}, {"42", 42, true}, {"5, 5", 5, true}, {"5, 6", 0, false},
 		{"-1", 0, false}, {"+1", 0, false}, {"", 0, false}, {"99999999999999999999", 0, false}, {"1e3", 0, false},
+		{"999999999999999999", 999999999999999999, true}, {"1000000000000000000", 0, false}, {"007", 7, true},
+		{"5,5", 5, true}, {" 5", 5, true}, {"5 ", 5, true}, {",", 0, false}, {"5,", 0, false}, {"1 2", 0, false},
 	}
 	for _, tt := range tests {
 		got, err := parseContentLength([]byte(tt.in))
