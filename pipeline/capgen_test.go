@@ -13,6 +13,7 @@ import (
 	"github.com/expectscope/expectscope/capture"
 	"github.com/expectscope/expectscope/cmd/capgen/gen"
 	"github.com/expectscope/expectscope/pipeline"
+	"github.com/expectscope/expectscope/reassembly"
 	"github.com/expectscope/expectscope/report"
 )
 
@@ -123,6 +124,26 @@ func TestGeneratedVerdicts(t *testing.T) {
 	for _, w := range []int{1, 2, 3} {
 		t.Run("workers="+itoa(w), func(t *testing.T) {
 			recs, _ := runBytes(t, pcap, pipeline.Options{Workers: w})
+			checkVerdicts(t, exps, recs)
+		})
+	}
+}
+
+// TestTombstonesGiveWay: with more connections closing in a second than
+// the connection cap (here 1 024, for 300 open at a time), the closed
+// ones are forgotten before an open one is evicted: a client waiting a
+// second for 100 Continue keeps its connection and its verdict, with one
+// worker and with two. Dropping the least recently active connection,
+// open or closed, evicted hundreds of them.
+func TestTombstonesGiveWay(t *testing.T) {
+	cfg := gen.Config{Seed: 31, Sessions: 6000, Concurrency: 300, BodyMin: 200, BodyMax: 600}
+	pcap, exps := generate(t, cfg)
+	for _, w := range []int{1, 2} {
+		t.Run("workers="+itoa(w), func(t *testing.T) {
+			recs, res := runBytes(t, pcap, pipeline.Options{Workers: w, Reassembly: reassembly.Config{MaxConns: 1024}})
+			if res.Reassembly.Evicted != 0 {
+				t.Errorf("%d open connections evicted", res.Reassembly.Evicted)
+			}
 			checkVerdicts(t, exps, recs)
 		})
 	}

@@ -440,8 +440,8 @@ func sideOf(c *conn, srcIsLo bool) Side {
 
 func (a *Assembler) openConn(key connKey, srcIsLo bool, seg *capture.Segment) *conn {
 	sh := ShardOf(seg.Src, seg.Dst, len(a.shards))
-	for a.shards[sh].n >= a.shards[sh].cap && a.shards[sh].head != nil {
-		v := a.shards[sh].head
+	for a.shards[sh].n >= a.shards[sh].cap && a.shards[sh].victim() != nil {
+		v := a.shards[sh].victim()
 		if !v.closed {
 			a.flushConn(v, a.now)
 			if !v.closed {
@@ -844,6 +844,7 @@ func (a *Assembler) closeConn(c *conn, reason EndReason, at time.Time) {
 	st := c.stream
 	c.stream = nil
 	c.closed = true
+	a.shards[c.shard].entomb(c)
 	a.open--
 	st.Close(reason, at)
 }
@@ -1274,15 +1275,21 @@ func foldAP(ap netip.AddrPort) uint64 {
 // shardList is a shard's activity list, least recent first, and how
 // many connections it may hold.
 type shardList struct {
-	head, tail *conn
-	n, cap     int
+	// live and tombs hold the shard's open and closed connections, each
+	// least recently active first: a tombstone is dropped before any open
+	// connection is evicted. Kept in one list, a connection that waited a
+	// second for its 100 Continue was evicted on a busy capture while the
+	// thousands that closed in that second stayed as tombstones.
+	live, tombs connList
+	n, cap      int // connections in both; the most allowed
 }
 
-func (l *shardList) moveToTail(c *conn) {
-	if l.tail == c {
-		return
-	}
-	l.unlink(c)
+// connList is a list of connections through their sprev and snext.
+type connList struct{ head, tail *conn }
+
+func (l *connList) has(c *conn) bool { return c.sprev != nil || l.head == c }
+
+func (l *connList) push(c *conn) {
 	c.sprev, c.snext = l.tail, nil
 	if l.tail != nil {
 		l.tail.snext = c
@@ -1290,14 +1297,9 @@ func (l *shardList) moveToTail(c *conn) {
 		l.head = c
 	}
 	l.tail = c
-	l.n++
 }
 
-// unlink takes c out of the list, if it is in it.
-func (l *shardList) unlink(c *conn) {
-	if c.sprev == nil && l.head != c {
-		return
-	}
+func (l *connList) unlink(c *conn) {
 	if c.sprev != nil {
 		c.sprev.snext = c.snext
 	} else {
@@ -1309,5 +1311,51 @@ func (l *shardList) unlink(c *conn) {
 		l.tail = c.sprev
 	}
 	c.sprev, c.snext = nil, nil
-	l.n--
+}
+
+// of is the list c belongs in.
+func (l *shardList) of(c *conn) *connList {
+	if c.closed {
+		return &l.tombs
+	}
+	return &l.live
+}
+
+func (l *shardList) moveToTail(c *conn) {
+	list := l.of(c)
+	if list.tail == c {
+		return
+	}
+	if list.has(c) {
+		list.unlink(c)
+	} else {
+		l.n++
+	}
+	list.push(c)
+}
+
+// unlink takes c out of the shard, if it is in it.
+func (l *shardList) unlink(c *conn) {
+	if list := l.of(c); list.has(c) {
+		list.unlink(c)
+		l.n--
+	}
+}
+
+// entomb moves c, just closed, from the open connections to the
+// tombstones, as the most recently active one.
+func (l *shardList) entomb(c *conn) {
+	if l.live.has(c) {
+		l.live.unlink(c)
+		l.tombs.push(c)
+	}
+}
+
+// victim is the connection to drop for room: the least recently active
+// tombstone, else the least recently active open connection.
+func (l *shardList) victim() *conn {
+	if l.tombs.head != nil {
+		return l.tombs.head
+	}
+	return l.live.head
 }

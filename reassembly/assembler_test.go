@@ -611,6 +611,37 @@ var cases = []tcase{
 		},
 	},
 	{
+		// Port 1 waits (as a client does for 100 Continue) while port 2
+		// opens and is reset: room for port 3 is taken from port 2's
+		// tombstone, though port 1 was active less recently.
+		name:  "TombstoneGivesWayBeforeOpen",
+		cfg:   Config{MaxConns: 2},
+		multi: true,
+		segs: []sg{
+			onPort(1, c2s(0, fS, 100, 0, "")),
+			onPort(2, c2s(1, fS, 200, 0, "")),
+			onPort(2, c2s(2, fRA, 201, 1, "")),
+			onPort(3, c2s(3, fS, 300, 0, "")),
+			onPort(1, c2s(4, fPA, 101, 1, "x")),
+		},
+		flushAt: 100,
+		want: []string{
+			"#0 open A=10.0.0.1:1 B=10.0.0.2:80 hs=true pkt=1",
+			"#1 open A=10.0.0.1:2 B=10.0.0.2:80 hs=true pkt=2",
+			"#1 end A rst @2ms",
+			"#1 close rst @2ms",
+			"#2 open A=10.0.0.1:3 B=10.0.0.2:80 hs=true pkt=4",
+			`#0 data A "x" @4ms`,
+			"#0 close end-of-capture @100ms",
+			"#2 close end-of-capture @100ms",
+		},
+		check: func(t *testing.T, st Stats, a *Assembler) {
+			if st.Evicted != 0 {
+				t.Errorf("Evicted = %d", st.Evicted)
+			}
+		},
+	},
+	{
 		name: "NoPhantomFromTrailingACKs",
 		segs: []sg{
 			c2s(0, fA, ci, si, ""),
