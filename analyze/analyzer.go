@@ -112,6 +112,8 @@ type Analyzer struct {
 	// hunted joins a side's held tail and its next bytes for hunting:
 	// the side keeps only the tail that may still matter (see huntTail).
 	hunted []byte
+	// freeParses are parser states to reuse (see newParse).
+	freeParses []*parse
 }
 
 // DefaultMaxAwait is Config.MaxAwait's default.

@@ -157,13 +157,13 @@ const maxParkedTail = 7
 // parked.
 func (c *conn) parser() *parse {
 	if c.p == nil {
-		c.p = &parse{}
+		c.p = c.a.newParse()
 		for i := range c.p.dirs {
 			d := &c.p.dirs[i]
 			d.state = c.parkedState[i]
 			d.budget = c.parkedBudget[i]
 			if n := c.parkedLen[i]; n > 0 {
-				d.buf = append([]byte(nil), c.parkedTail[i][:n]...)
+				d.buf = append(d.buf[:0], c.parkedTail[i][:n]...)
 				c.parkedLen[i] = 0
 			}
 		}
@@ -191,6 +191,46 @@ func (c *conn) park() {
 		c.parkedLen[i] = uint8(copy(c.parkedTail[i][:], p.dirs[i].buf))
 	}
 	c.p = nil
+	c.a.recycle(p)
+}
+
+// maxFreeParses bounds the parser states an Analyzer keeps for reuse.
+const maxFreeParses = 256
+
+// newParse returns a parser state, one given back by a connection that
+// parked or closed if there is one: most connections park between
+// messages, and making a new one each time they speak again was a tenth
+// of the memory allocated on a capture of many short uploads.
+func (a *Analyzer) newParse() *parse {
+	if n := len(a.freeParses); n > 0 {
+		p := a.freeParses[n-1]
+		a.freeParses = a.freeParses[:n-1]
+		return p
+	}
+	return &parse{}
+}
+
+// recycle takes back p, which nothing refers to any more, keeping its
+// buffers unless they grew large.
+func (a *Analyzer) recycle(p *parse) {
+	if len(a.freeParses) == maxFreeParses {
+		return
+	}
+	for i := range p.dirs {
+		d := &p.dirs[i]
+		buf, line := d.buf[:0], d.body.line[:0]
+		if cap(buf) > 4<<10 {
+			buf = nil
+		}
+		if cap(line) > 1<<10 {
+			line = nil
+		}
+		*d = dir{buf: buf}
+		d.body.line = line
+	}
+	clear(p.queue[:cap(p.queue)])
+	p.queue = p.queue[:0]
+	a.freeParses = append(a.freeParses, p)
 }
 
 func (c *conn) clientAddr() netip.AddrPort {
@@ -1009,15 +1049,15 @@ func (c *conn) Close(reason reassembly.EndReason, at time.Time) {
 		}
 		c.finish(e, reason.String(), at)
 	}
-	c.p.queue = nil
-	c.p.dirs[0].buf, c.p.dirs[1].buf = nil, nil
+	p := c.p
 	c.p = nil
+	c.a.recycle(p)
 }
 
 // facts gathers what the exchange showed, for Judge.
-func (e *exchange) facts() *Facts {
+func (e *exchange) facts() Facts {
 	c := e.conn
-	f := &Facts{
+	f := Facts{
 		Version:       e.head.version,
 		Expect:        e.head.h.expect,
 		ContentLength: e.head.h.contentLength,
@@ -1056,8 +1096,8 @@ func (e *exchange) record() *Record {
 			return nil
 		}
 	}
-	f := e.facts()
-	j := Judge(f, a.cfg.NoWaitUnder)
+	f := e.facts() // a value: on the stack, not one more allocation per record
+	j := Judge(&f, a.cfg.NoWaitUnder)
 	r := &Record{
 		Type:            TypeNegotiation,
 		ID:              e.id,

@@ -326,3 +326,118 @@ func TestRequestAfterEarlyFinal(t *testing.T) {
 		}
 	}
 }
+
+// TestParserStatesReused: connections of one Analyzer that park and
+// speak again, interleaved byte by byte, get the records each gets alone:
+// a parser state given back by one connection and reused by another
+// carries nothing over.
+func TestParserStatesReused(t *testing.T) {
+	convs := [][]ev{
+		{{who: "c", ms: 0, data: putExpect}, {who: "s", ms: 1, data: "HTTP/1.1 100 Continue\r\n\r\n"},
+			{who: "c", ms: 2, data: "0123456789"}, {who: "s", ms: 3, data: "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"},
+			{who: "c", ms: 4, data: "GET /x HTTP/1.1\r\nHost: h\r\n\r\n"}, {who: "s", ms: 5, data: "HTTP/1.1 204 No Content\r\n\r\n"}},
+		{{who: "c", ms: 0, data: "\x00\x01junk" + putExpect}, {who: "s", ms: 1, data: "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 0\r\n\r\n"},
+			{who: "c", ms: 2, data: strings.Replace(putExpect, "Expect: 100-continue\r\n", "", 1) + "0123456789"},
+			{who: "s", ms: 3, data: "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"}},
+		{{who: "c", ms: 0, data: "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n"},
+			{who: "s", ms: 1, data: "HTTP/1.1 100 Continue\r\n\r\n"}, {who: "c", ms: 2, data: "5\r\nhello\r\n0\r\n\r\n"},
+			{who: "s", ms: 3, data: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"}},
+	}
+	render := func(recs []*Record) string {
+		var b strings.Builder
+		for _, r := range recs {
+			fmt.Fprintf(&b, "%s %s %s %v %d %d|", r.ID, r.Request.Target, r.Verdict, r.Flags, r.BodyBytes, r.Gaps)
+		}
+		return b.String()
+	}
+	var want []string
+	for _, evs := range convs {
+		want = append(want, render(run(t, true, evs, Config{All: true})))
+	}
+	var out [3][]*Record
+	a := New(Config{All: true, Emit: func(r *Record) {
+		i := int(r.Packet) // the connection's first packet: 1, 2, 3
+		out[i-1] = append(out[i-1], r)
+	}})
+	var streams []reassembly.Stream
+	for i := range convs {
+		streams = append(streams, a.New(reassembly.ConnInfo{
+			A:         netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)),
+			B:         netip.MustParseAddrPort("10.0.0.2:80"),
+			Handshake: true, FirstSeen: t0, FirstPacket: uint64(i + 1),
+		}))
+	}
+	// Every connection gets one byte in turn, so that each parks, and
+	// takes back a parser state, between bytes.
+	pos := make([][2]int, len(convs)) // event, byte
+	for more := true; more; {
+		more = false
+		for i, evs := range convs {
+			p := &pos[i]
+			if p[0] == len(evs) {
+				continue
+			}
+			more = true
+			e := evs[p[0]]
+			side := reassembly.SideA
+			if e.who == "s" {
+				side = reassembly.SideB
+			}
+			streams[i].Data(side, []byte{e.data[p[1]]}, at(e.ms))
+			if p[1]++; p[1] == len(e.data) {
+				p[0], p[1] = p[0]+1, 0
+			}
+		}
+	}
+	for _, s := range streams {
+		s.Close(reassembly.EndCapture, at(10))
+	}
+	a.Flush()
+	for i := range convs {
+		for _, r := range out[i] {
+			r.ID = strings.Replace(r.ID, fmt.Sprint(i+1)+"-", "1-", 1) // run's connection is packet 1
+		}
+		if got := render(out[i]); got != want[i] {
+			t.Errorf("connection %d interleaved:\n got %s\nwant %s", i, got, want[i])
+		}
+	}
+}
+
+// TestParserStateNotShared: a connection that parks holding the first
+// bytes of its next request gives its parser state back; the connection
+// that takes it next, with nothing of its own held, must not read those
+// bytes as its own.
+func TestParserStateNotShared(t *testing.T) {
+	var recs []*Record
+	a := New(Config{All: true, Emit: func(r *Record) { recs = append(recs, r) }})
+	conn := func(port uint16, first uint64) reassembly.Stream {
+		return a.New(reassembly.ConnInfo{A: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port),
+			B: netip.MustParseAddrPort("10.0.0.2:80"), Handshake: true, FirstSeen: t0, FirstPacket: first})
+	}
+	x := conn(40000, 1)
+	x.Data(reassembly.SideA, []byte("GET /a HTTP/1.1\r\nHost: h\r\n\r\n"), at(0))
+	x.Data(reassembly.SideB, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), at(1))
+	x.Data(reassembly.SideA, []byte("GE"), at(2)) // parks holding "GE"
+	y := conn(40001, 2)
+	y.Data(reassembly.SideA, []byte(putExpect), at(3))
+	y.Data(reassembly.SideB, []byte("HTTP/1.1 100 Continue\r\n\r\n"), at(4))
+	y.Data(reassembly.SideA, []byte("0123456789"), at(5))
+	y.Data(reassembly.SideB, []byte("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"), at(6))
+	x.Data(reassembly.SideA, []byte("T /b HTTP/1.1\r\nHost: h\r\n\r\n"), at(7))
+	x.Data(reassembly.SideB, []byte("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), at(8))
+	x.Close(reassembly.EndCapture, at(9))
+	y.Close(reassembly.EndCapture, at(9))
+	a.Flush()
+	var got []string
+	for _, r := range recs {
+		got = append(got, fmt.Sprintf("%s %s %s %s", r.ID, r.Request.Method, r.Request.Target, r.Verdict))
+	}
+	slices.Sort(got)
+	want := []string{"1-1 GET /a ", "1-2 GET /b ", "2-1 PUT /up continued"}
+	if !slices.Equal(got, want) {
+		t.Errorf("records %q, want %q", got, want)
+	}
+	if st := a.Stats(); st.ParseErrors != 0 || st.Resyncs != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
