@@ -233,6 +233,16 @@ func (a *Analyzer) recycle(p *parse) {
 	a.freeParses = append(a.freeParses, p)
 }
 
+// endpoints is the connection's Conn, its two strings cut from one.
+func (c *conn) endpoints() Conn {
+	var buf [2*len("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff%zone]:65535") + 8]byte
+	b := c.clientAddr().AppendTo(buf[:0])
+	n := len(b)
+	b = c.serverAddr().AppendTo(b)
+	s := string(b)
+	return Conn{Client: s[:n], Server: s[n:]}
+}
+
 func (c *conn) clientAddr() netip.AddrPort {
 	if c.client == reassembly.SideA {
 		return endpointOf(c.ipA, c.portA, c.is4A)
@@ -1098,10 +1108,21 @@ func (e *exchange) record() *Record {
 	}
 	f := e.facts() // a value: on the stack, not one more allocation per record
 	j := Judge(&f, a.cfg.NoWaitUnder)
-	r := &Record{
+	// The record and the values its pointer fields point to are made in
+	// one allocation, its endpoints' strings in another.
+	blk := &struct {
+		r         Record
+		cl        int64
+		bs, be    time.Time
+		rtt       float64
+		retryOf   string
+		retriedBy string
+	}{}
+	r := &blk.r
+	*r = Record{
 		Type:            TypeNegotiation,
 		ID:              e.id,
-		Conn:            Conn{Client: c.clientAddr().String(), Server: c.serverAddr().String()},
+		Conn:            c.endpoints(),
 		Interim:         e.interim,
 		Final:           e.final,
 		HeadersEndAt:    e.headersEnd,
@@ -1125,26 +1146,27 @@ func (e *exchange) record() *Record {
 		Via: h.via, XForwardedFor: h.xff, XRequestID: h.xRequestID, Connection: h.connection,
 	}
 	if h.contentLength >= 0 {
-		cl := h.contentLength
-		r.Request.ContentLength = &cl
+		blk.cl = h.contentLength
+		r.Request.ContentLength = &blk.cl
 	}
 	if r.Interim == nil {
 		r.Interim = []Interim{}
 	}
 	if !e.bodyStart.IsZero() {
-		bs, be := e.bodyStart, e.bodyEnd
-		r.BodyStartAt, r.BodyEndAt = &bs, &be
+		blk.bs, blk.be = e.bodyStart, e.bodyEnd
+		r.BodyStartAt, r.BodyEndAt = &blk.bs, &blk.be
 	}
 	if c.hasRTT {
-		r.RTTMs = ms(c.rtt)
+		blk.rtt = *ms(c.rtt)
+		r.RTTMs = &blk.rtt
 	}
 	if e.retryOf != "" {
-		s := e.retryOf
-		r.RetryOf = &s
+		blk.retryOf = e.retryOf
+		r.RetryOf = &blk.retryOf
 	}
 	if e.retriedBy != "" {
-		s := e.retriedBy
-		r.RetriedBy = &s
+		blk.retriedBy = e.retriedBy
+		r.RetriedBy = &blk.retriedBy
 	}
 	if isNeg && e.final != nil && e.final.Status == 417 {
 		if e.retriedWithoutExpect {

@@ -169,7 +169,46 @@ func keep(v []byte) string {
 	if len(v) > maxKeptValue {
 		v = v[:maxKeptValue]
 	}
-	return string(v)
+	return common(v)
+}
+
+// common returns b as a string without allocating when it is one of the
+// values most messages carry (versions, methods, reasons, Expect and
+// Connection values): a few allocations less per message.
+func common(b []byte) string {
+	switch string(b) {
+	case "HTTP/1.1":
+		return "HTTP/1.1"
+	case "HTTP/1.0":
+		return "HTTP/1.0"
+	case "GET":
+		return "GET"
+	case "PUT":
+		return "PUT"
+	case "POST":
+		return "POST"
+	case "HEAD":
+		return "HEAD"
+	case "Continue":
+		return "Continue"
+	case "OK":
+		return "OK"
+	case "Created":
+		return "Created"
+	case "No Content":
+		return "No Content"
+	case "Expectation Failed":
+		return "Expectation Failed"
+	case "100-continue":
+		return "100-continue"
+	case "close":
+		return "close"
+	case "keep-alive":
+		return "keep-alive"
+	case "":
+		return ""
+	}
+	return string(b)
 }
 
 // appendValue joins repeated fields with ", " as RFC 9110 5.3 allows.
@@ -366,7 +405,7 @@ func parseRequestHead(block []byte) (*requestHead, error) {
 	if err != nil {
 		return nil, err
 	}
-	rh := &requestHead{method: string(m), target: keep(t), version: string(v)}
+	rh := &requestHead{method: common(m), target: keep(t), version: common(v)}
 	if err := parseHeaderFields(rest, &rh.h); err != nil {
 		return nil, err
 	}
@@ -380,7 +419,7 @@ func parseResponseHead(block []byte) (*responseHead, error) {
 	if err != nil {
 		return nil, err
 	}
-	rh := &responseHead{version: string(v), status: st, reason: keep(reason)}
+	rh := &responseHead{version: common(v), status: st, reason: keep(reason)}
 	if err := parseHeaderFields(rest, &rh.h); err != nil {
 		return nil, err
 	}
