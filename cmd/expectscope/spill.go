@@ -429,7 +429,7 @@ func (s *spill) candidates() ([]*analyze.Record, error) {
 	}
 	slices.SortFunc(want, func(a, b at) int { return cmp.Compare(a.seq, b.seq) })
 	recs := make([]*analyze.Record, 0, len(want))
-	in := interner{}
+	in := newInterner()
 	for _, w := range want {
 		if w.rec != nil {
 			recs = append(recs, w.rec)
@@ -469,7 +469,7 @@ type runReader struct {
 	r   *bufio.Reader
 	cur *analyze.Record
 	buf []byte
-	in  interner
+	in  *interner
 }
 
 func (rr *runReader) next() error {
@@ -544,7 +544,7 @@ func (s *spill) each(patched map[string]*analyze.Record, fn func(r *analyze.Reco
 		return nil
 	}
 	h := make(runHeap, 0, len(s.runs))
-	in := interner{}
+	in := newInterner()
 	for _, run := range s.runs {
 		rr := &runReader{r: bufio.NewReaderSize(io.NewSectionReader(s.recs, run.off, run.size), 16<<10), in: in}
 		if err := rr.next(); err != nil {

@@ -42,7 +42,7 @@ func decodeRecord(b []byte) (*analyze.Record, error) { return decodeRecordIn(b, 
 // record to record (methods, hosts, user agents, verdicts, flags...)
 // through in: reading a spill of 237 000 records allocated 2.5 million
 // strings, most of them copies of a few hundred.
-func decodeRecordIn(b []byte, in interner) (*analyze.Record, error) {
+func decodeRecordIn(b []byte, in *interner) (*analyze.Record, error) {
 	d := recDecoder{b: b, in: in}
 	r := d.record()
 	if d.err == nil && len(d.b) != 0 {
@@ -177,30 +177,44 @@ func (e *recEncoder) record(r *analyze.Record) {
 }
 
 type recDecoder struct {
-	b   []byte
-	err error
-	in  interner
+	b    []byte
+	err  error
+	in   *interner
+	slot int // shared fields read so far: see interner.get
 }
 
 // interner maps strings to one copy of each. It stops growing at
 // internMax entries and does not take strings longer than internLen.
-type interner map[string]string
+// Before the map it looks at the string the same field (the slot'th
+// shared one) of the record before had: the same, more often than not.
+type interner struct {
+	m    map[string]string
+	last [48]string
+}
 
 const (
 	internMax = 4096
 	internLen = 256
 )
 
-func (in interner) get(b []byte) string {
+func newInterner() *interner { return &interner{m: map[string]string{}} }
+
+func (in *interner) get(b []byte, slot int) string {
 	if len(b) == 0 {
 		return "" // most shared fields are empty; no lookup
 	}
-	if s, ok := in[string(b)]; ok { // the conversion does not allocate here
-		return s
+	if slot < len(in.last) && in.last[slot] == string(b) {
+		return in.last[slot]
 	}
-	s := string(b)
-	if len(in) < internMax && len(b) <= internLen {
-		in[s] = s
+	s, ok := in.m[string(b)] // the conversion does not allocate here
+	if !ok {
+		s = string(b)
+		if len(in.m) < internMax && len(b) <= internLen {
+			in.m[s] = s
+		}
+	}
+	if slot < len(in.last) {
+		in.last[slot] = s
 	}
 	return s
 }
@@ -252,7 +266,8 @@ func (d *recDecoder) shared() string {
 		d.err = errShortRecord
 		return ""
 	}
-	s := d.in.get(d.b[:n])
+	s := d.in.get(d.b[:n], d.slot)
+	d.slot++
 	d.b = d.b[n:]
 	return s
 }

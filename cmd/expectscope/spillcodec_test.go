@@ -22,7 +22,7 @@ func roundTrip(t *testing.T, r *analyze.Record) *analyze.Record {
 		t.Fatalf("%s: %v", r.ID, err)
 	}
 	// Every shorter encoding is an error, never a panic or a record.
-	in := interner{}
+	in := newInterner()
 	for i := range len(b) - k {
 		if _, err := decodeRecord(b[k : k+i]); err == nil {
 			t.Fatalf("%s: %d of %d bytes decoded without error", r.ID, i, len(b)-k)
