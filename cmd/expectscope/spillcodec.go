@@ -308,35 +308,6 @@ func (d *recDecoder) time() time.Time {
 	return t
 }
 
-func (d *recDecoder) float() *float64 {
-	if !d.bool() {
-		return nil
-	}
-	if d.err != nil || len(d.b) < 8 {
-		d.err = errShortRecord
-		return nil
-	}
-	v := math.Float64frombits(binary.LittleEndian.Uint64(d.b))
-	d.b = d.b[8:]
-	return &v
-}
-
-func (d *recDecoder) optStr() *string {
-	if !d.bool() {
-		return nil
-	}
-	s := d.str()
-	return &s
-}
-
-func (d *recDecoder) optTime() *time.Time {
-	if !d.bool() {
-		return nil
-	}
-	t := d.time()
-	return &t
-}
-
 // count reads a slice's length: -1 for nil. A length cannot exceed what
 // is left to read, so a corrupt count cannot make a huge slice.
 func (d *recDecoder) count() int {
@@ -351,8 +322,60 @@ func (d *recDecoder) count() int {
 	return int(n - 1)
 }
 
+// decodedRecord is a decoded record with room for what its pointer
+// fields and short slices point to: one allocation instead of up to
+// fifteen (reading records back is the serial part of rendering).
+type decodedRecord struct {
+	r         analyze.Record
+	final     analyze.Final
+	cl        int64
+	guess     int
+	bs, be    time.Time
+	ms        [4]float64
+	retryOf   string
+	retriedBy string
+	interim   [1]analyze.Interim
+	flags     [2]analyze.Flag
+}
+
+// floatIn reads an optional float64 (see recEncoder.float) into *v: v,
+// or nil when absent.
+func (d *recDecoder) floatIn(v *float64) *float64 {
+	if !d.bool() {
+		return nil
+	}
+	if d.err != nil || len(d.b) < 8 {
+		d.err = errShortRecord
+		return nil
+	}
+	*v = math.Float64frombits(binary.LittleEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	return v
+}
+
+// timeIn reads an optional time (see recEncoder.optTime) into *t: t, or
+// nil when absent.
+func (d *recDecoder) timeIn(t *time.Time) *time.Time {
+	if !d.bool() {
+		return nil
+	}
+	*t = d.time()
+	return t
+}
+
+// strIn reads an optional string (see recEncoder.optStr) into *s: s, or
+// nil when absent.
+func (d *recDecoder) strIn(s *string) *string {
+	if !d.bool() {
+		return nil
+	}
+	*s = d.str()
+	return s
+}
+
 func (d *recDecoder) record() *analyze.Record {
-	r := &analyze.Record{}
+	blk := &decodedRecord{}
+	r := &blk.r
 	r.Type = d.shared()
 	r.ID = d.str()
 	r.Conn.Client = d.str()
@@ -360,19 +383,23 @@ func (d *recDecoder) record() *analyze.Record {
 	q := &r.Request
 	q.Method = d.shared()
 	q.Target = d.str()
-	for _, p := range []*string{&q.Version, &q.Host, &q.Expect} {
-		*p = d.shared()
-	}
+	q.Version = d.shared()
+	q.Host = d.shared()
+	q.Expect = d.shared()
 	if d.bool() {
-		v := d.int()
-		q.ContentLength = &v
+		blk.cl = d.int()
+		q.ContentLength = &blk.cl
 	}
 	q.Chunked = d.bool()
 	q.UserAgent, q.Via = d.shared(), d.shared()
 	q.XForwardedFor, q.XRequestID = d.str(), d.str()
 	q.Connection = d.shared()
 	if n := d.count(); n >= 0 {
-		r.Interim = make([]analyze.Interim, n)
+		if n <= len(blk.interim) {
+			r.Interim = blk.interim[:n:n]
+		} else {
+			r.Interim = make([]analyze.Interim, n)
+		}
 		for i := range r.Interim {
 			in := &r.Interim[i]
 			in.Status = int(d.int())
@@ -382,37 +409,43 @@ func (d *recDecoder) record() *analyze.Record {
 		}
 	}
 	if d.bool() {
-		f := &analyze.Final{}
+		f := &blk.final
 		f.Status = int(d.int())
-		for _, p := range []*string{&f.Reason, &f.Version, &f.Server, &f.Via, &f.Connection} {
-			*p = d.shared()
-		}
+		f.Reason = d.shared()
+		f.Version = d.shared()
+		f.Server = d.shared()
+		f.Via = d.shared()
+		f.Connection = d.shared()
 		f.At = d.time()
 		r.Final = f
 	}
 	r.HeadersEndAt = d.time()
-	r.BodyStartAt = d.optTime()
-	r.BodyEndAt = d.optTime()
+	r.BodyStartAt = d.timeIn(&blk.bs)
+	r.BodyEndAt = d.timeIn(&blk.be)
 	r.BodyBytes = d.int()
 	r.BodyDataBytes = d.int()
 	r.BodyComplete = d.bool()
 	r.Verdict = analyze.Verdict(d.shared())
 	if n := d.count(); n >= 0 {
-		r.Flags = make([]analyze.Flag, n)
+		if n <= len(blk.flags) {
+			r.Flags = blk.flags[:n:n]
+		} else {
+			r.Flags = make([]analyze.Flag, n)
+		}
 		for i := range r.Flags {
 			r.Flags[i] = analyze.Flag(d.shared())
 		}
 	}
-	r.Wait100Ms = d.float()
-	r.ClientWaitMs = d.float()
-	r.LostMs = d.float()
+	r.Wait100Ms = d.floatIn(&blk.ms[0])
+	r.ClientWaitMs = d.floatIn(&blk.ms[1])
+	r.LostMs = d.floatIn(&blk.ms[2])
 	if d.bool() {
-		v := int(d.int())
-		r.TimeoutGuess = &v
+		blk.guess = int(d.int())
+		r.TimeoutGuess = &blk.guess
 	}
-	r.RTTMs = d.float()
-	r.RetryOf = d.optStr()
-	r.RetriedBy = d.optStr()
+	r.RTTMs = d.floatIn(&blk.ms[3])
+	r.RetryOf = d.strIn(&blk.retryOf)
+	r.RetriedBy = d.strIn(&blk.retriedBy)
 	r.AfterEarlyFinal = d.shared()
 	r.ConnEnd = d.shared()
 	r.Gaps = int(d.int())
