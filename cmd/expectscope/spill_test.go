@@ -190,21 +190,40 @@ func uncorrelatedCorpus(t *testing.T) []*analyze.Record {
 	return slices.Clip(recs)
 }
 
+// legRec is a negotiation between client and server, for the candidates tests.
+func legRec(id, client, server string) *analyze.Record {
+	return &analyze.Record{Type: analyze.TypeNegotiation, ID: id, Conn: analyze.Conn{Client: client, Server: server},
+		Request: analyze.Request{Method: "PUT", Target: "/x"}, HeadersEndAt: rt0}
+}
+
+// candidateIDs finishes sp and returns the IDs of its candidates.
+func candidateIDs(t *testing.T, sp *spill) []string {
+	t.Helper()
+	if err := sp.finish(); err != nil {
+		t.Fatal(err)
+	}
+	cands, err := sp.candidates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, r := range cands {
+		ids = append(ids, r.ID)
+	}
+	return ids
+}
+
 // TestSpillCandidates: only records that can be a leg of a hop are read
 // back for correlation.
 func TestSpillCandidates(t *testing.T) {
-	rec := func(id, client, server string) *analyze.Record {
-		return &analyze.Record{Type: analyze.TypeNegotiation, ID: id, Conn: analyze.Conn{Client: client, Server: server},
-			Request: analyze.Request{Method: "PUT", Target: "/x"}, HeadersEndAt: rt0}
-	}
-	via := rec("via", "10.0.0.9:1000", "10.0.0.8:80")
+	via := legRec("via", "10.0.0.9:1000", "10.0.0.8:80")
 	via.Final = &analyze.Final{Status: 417, Via: "1.1 squid"}
-	xrid := rec("xrid", "10.0.0.7:1000", "10.0.0.6:80")
+	xrid := legRec("xrid", "10.0.0.7:1000", "10.0.0.6:80")
 	xrid.Request.XRequestID = "abc"
 	recs := []*analyze.Record{
-		rec("plain", "10.0.0.1:1000", "10.0.0.2:80"),
-		rec("down", "10.0.0.1:1001", "10.0.0.3:3128"),
-		rec("up", "10.0.0.3:2000", "10.0.0.4:80"),
+		legRec("plain", "10.0.0.1:1000", "10.0.0.2:80"),
+		legRec("down", "10.0.0.1:1001", "10.0.0.3:3128"),
+		legRec("up", "10.0.0.3:2000", "10.0.0.4:80"),
 		via, xrid,
 	}
 	for _, held := range []bool{true, false} {
@@ -224,19 +243,8 @@ func TestSpillCandidates(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := sp.finish(); err != nil {
-			t.Fatal(err)
-		}
-		cands, err := sp.candidates()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, r := range cands {
-			ids = append(ids, r.ID)
-		}
-		if want := []string{"down", "up", "via", "xrid"}; !slices.Equal(ids, want) {
-			t.Errorf("held %v: candidates %v, want %v", held, ids, want)
+		if ids := candidateIDs(t, sp); !slices.Equal(ids, []string{"down", "up", "via", "xrid"}) {
+			t.Errorf("held %v: candidates %v, want down up via xrid", held, ids)
 		}
 	}
 }
@@ -244,22 +252,18 @@ func TestSpillCandidates(t *testing.T) {
 // TestSpillMayBeLeg: candidates skips its passes over the legs only when
 // they would find nothing, whichever comes first of a proxy's two legs.
 func TestSpillMayBeLeg(t *testing.T) {
-	rec := func(id, client, server string) *analyze.Record {
-		return &analyze.Record{Type: analyze.TypeNegotiation, ID: id, Conn: analyze.Conn{Client: client, Server: server},
-			Request: analyze.Request{Method: "PUT", Target: "/x"}, HeadersEndAt: rt0}
-	}
-	down := rec("down", "10.0.0.1:1001", "10.0.0.3:3128")
-	up := rec("up", "10.0.0.3:2000", "10.0.0.4:80")
-	via := rec("via", "10.0.0.9:1000", "10.0.0.8:80")
+	down := legRec("down", "10.0.0.1:1001", "10.0.0.3:3128")
+	up := legRec("up", "10.0.0.3:2000", "10.0.0.4:80")
+	via := legRec("via", "10.0.0.9:1000", "10.0.0.8:80")
 	via.Final = &analyze.Final{Status: 417, Via: "1.1 squid"}
-	viaNo417 := rec("via200", "10.0.0.9:1001", "10.0.0.8:80")
+	viaNo417 := legRec("via200", "10.0.0.9:1001", "10.0.0.8:80")
 	viaNo417.Final = &analyze.Final{Status: 200, Via: "1.1 squid"}
-	xff := rec("xff", "10.0.0.7:1000", "10.0.0.6:80")
+	xff := legRec("xff", "10.0.0.7:1000", "10.0.0.6:80")
 	xff.Request.XForwardedFor = "10.0.0.1"
 	plain := func(n int) []*analyze.Record {
 		var recs []*analyze.Record
 		for i := range n {
-			recs = append(recs, rec(fmt.Sprintf("p%d", i), fmt.Sprintf("10.1.%d.%d:1000", i/250, i%250), "10.0.0.2:80"))
+			recs = append(recs, legRec(fmt.Sprintf("p%d", i), fmt.Sprintf("10.1.%d.%d:1000", i/250, i%250), "10.0.0.2:80"))
 		}
 		return recs
 	}
@@ -284,19 +288,8 @@ func TestSpillMayBeLeg(t *testing.T) {
 		for _, r := range tc.recs {
 			sp.Emit(r)
 		}
-		if err := sp.finish(); err != nil {
-			t.Fatal(err)
-		}
-		skipped := !sp.mayBeLeg
-		cands, err := sp.candidates()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ids []string
-		for _, r := range cands {
-			ids = append(ids, r.ID)
-		}
-		if !slices.Equal(ids, tc.want) || skipped != (tc.want == nil) {
+		ids := candidateIDs(t, sp)
+		if skipped := !sp.mayBeLeg; !slices.Equal(ids, tc.want) || skipped != (tc.want == nil) {
 			t.Errorf("%s: candidates %v (passes skipped: %v), want %v", tc.name, ids, skipped, tc.want)
 		}
 	}
