@@ -35,6 +35,7 @@ targets="
 ./pipeline FuzzWorkersAgree 1000x
 ./report FuzzEscape
 ./report FuzzAppendRecordJSON
+./report FuzzRFC3339Nano
 ./report FuzzAppendIndented
 ./report FuzzAppendCountsJSON
 ./cmd/expectscope FuzzSpillCodec

@@ -217,3 +217,43 @@ func BenchmarkRecordJSON(b *testing.B) {
 		b.SetBytes(int64(buf.Len()))
 	})
 }
+
+// TestRFC3339Nano: appendRFC3339Nano writes what time.Time.AppendFormat
+// does with time.RFC3339Nano, for UTC and other zones, whole seconds,
+// every trailing-zero count and years out of its range.
+func TestRFC3339Nano(t *testing.T) {
+	times := []time.Time{
+		time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC),
+		time.Date(2024, 5, 1, 12, 0, 0, 400000, time.UTC),
+		time.Date(1970, 1, 1, 0, 0, 0, 1, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 5, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(2026, 11, 27, 8, 30, 0, 120000000, time.FixedZone("", 3600)),
+		time.Date(2026, 11, 27, 8, 30, 0, 120000000, time.Local),
+		time.Unix(1714564800, 123456789),
+		time.Unix(1714564800, 123456789).UTC(),
+	}
+	for ns, p := 1, 0; p < 9; ns, p = ns*10, p+1 {
+		times = append(times, time.Unix(1714564800, int64(ns)).UTC(), time.Unix(1714564800, int64(7*ns)).UTC())
+	}
+	for _, tm := range times {
+		if got, want := string(appendRFC3339Nano(nil, tm)), tm.Format(time.RFC3339Nano); got != want {
+			t.Errorf("appendRFC3339Nano(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+func FuzzRFC3339Nano(f *testing.F) {
+	f.Add(int64(1714564800), int64(400000), int32(0))
+	f.Add(int64(-62135596800), int64(1), int32(3600))
+	f.Fuzz(func(t *testing.T, sec, nsec int64, offset int32) {
+		tm := time.Unix(sec, nsec).UTC()
+		if offset%2 != 0 {
+			tm = tm.In(time.FixedZone("", int(offset%100000)))
+		}
+		if got, want := string(appendRFC3339Nano(nil, tm)), tm.Format(time.RFC3339Nano); got != want {
+			t.Fatalf("appendRFC3339Nano(%v) = %s, want %s", tm, got, want)
+		}
+	})
+}
