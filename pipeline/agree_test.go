@@ -10,6 +10,7 @@ import (
 	"github.com/expectscope/expectscope/analyze"
 	"github.com/expectscope/expectscope/cmd/capgen/gen"
 	"github.com/expectscope/expectscope/pipeline"
+	"github.com/expectscope/expectscope/reassembly"
 )
 
 // FuzzWorkersAgree: on generated captures of any scenario mix, size,
@@ -24,6 +25,8 @@ func FuzzWorkersAgree(f *testing.F) {
 	f.Add(uint64(1), uint16(60), uint16(20), uint32(0xffffffff), uint8(0), uint8(0), uint8(0), uint8(16), uint8(0))
 	f.Add(uint64(2), uint16(250), uint16(90), uint32(0b1111110), uint8(8), uint8(20), uint8(20), uint8(2), uint8(0))
 	f.Add(uint64(3), uint16(120), uint16(5), uint32(0b10001000110), uint8(0), uint8(40), uint8(0), uint8(1), uint8(8))
+	f.Add(uint64(4), uint16(280), uint16(99), uint32(0xffffffff), uint8(0), uint8(0), uint8(0), uint8(16), uint8(0x40))
+	f.Add(uint64(5), uint16(200), uint16(60), uint32(0xffffffff), uint8(4), uint8(10), uint8(10), uint8(8), uint8(0x90))
 	f.Fuzz(func(t *testing.T, seed uint64, sessions, conc uint16, mix uint32, loss, reorder, retrans, maxAwait, moves uint8) {
 		var only []string
 		for i, n := range gen.Scenarios() {
@@ -40,10 +43,14 @@ func FuzzWorkersAgree(f *testing.F) {
 		pcap, _ := generate(t, cfg)
 		pcap = moveRecords(pcap, seed, float64(moves%16)/256)
 		acfg := analyze.Config{All: true, MaxAwait: 1 + int(maxAwait%32)}
-		recs, wres := runBytes(t, pcap, pipeline.Options{Workers: 1, Analyze: acfg})
+		// The top bits of moves pick a connection cap: with a small one
+		// connections are evicted (open ones after closed ones), and which
+		// must not depend on the number of workers.
+		rcfg := reassembly.Config{MaxConns: [4]int{0, 16, 64, 300}[moves>>6]}
+		recs, wres := runBytes(t, pcap, pipeline.Options{Workers: 1, Analyze: acfg, Reassembly: rcfg})
 		want := ndjsonOf(t, recs)
 		for _, w := range []int{2, 3} {
-			recs, res := runBytes(t, pcap, pipeline.Options{Workers: w, Analyze: acfg})
+			recs, res := runBytes(t, pcap, pipeline.Options{Workers: w, Analyze: acfg, Reassembly: rcfg})
 			if got := ndjsonOf(t, recs); !bytes.Equal(got, want) {
 				t.Fatalf("%+v: %d workers, streamed: records differ\n got %s\nwant %s", cfg, w, got, want)
 			}
@@ -52,7 +59,7 @@ func FuzzWorkersAgree(f *testing.F) {
 			}
 		}
 		path := writeTemp(t, pcap)
-		got, res := runFileWith(t, path, true, 2, acfg)
+		got, res := runFileOpts(t, path, true, pipeline.Options{Workers: 2, Analyze: acfg, Reassembly: rcfg})
 		if !bytes.Equal(got, want) {
 			t.Fatalf("%+v: 2 workers, mapped: records differ\n got %s\nwant %s", cfg, got, want)
 		}

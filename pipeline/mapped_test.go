@@ -29,6 +29,13 @@ func runFile(t *testing.T, path string, mapped bool, workers int) ([]byte, *pipe
 // runFileWith is runFile with acfg (All is set, Emit collects).
 func runFileWith(t *testing.T, path string, mapped bool, workers int, acfg analyze.Config) ([]byte, *pipeline.Result) {
 	t.Helper()
+	return runFileOpts(t, path, mapped, pipeline.Options{Workers: workers, Analyze: acfg})
+}
+
+// runFileOpts is runFileWith with every option given.
+func runFileOpts(t *testing.T, path string, mapped bool, opt pipeline.Options) ([]byte, *pipeline.Result) {
+	t.Helper()
+	acfg := opt.Analyze
 	src, err := capture.Open([]string{path}, capture.Options{NoMap: !mapped, MapMin: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -40,7 +47,8 @@ func runFileWith(t *testing.T, path string, mapped bool, workers int, acfg analy
 	var recs []*analyze.Record
 	acfg.All = true
 	acfg.Emit = func(r *analyze.Record) { recs = append(recs, r) }
-	res, err := pipeline.Run(context.Background(), src, pipeline.Options{Workers: workers, Analyze: acfg})
+	opt.Analyze = acfg
+	res, err := pipeline.Run(context.Background(), src, opt)
 	if err != nil {
 		t.Fatal(err)
 	}
