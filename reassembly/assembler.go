@@ -1272,7 +1272,7 @@ func foldAP(ap netip.AddrPort) uint64 {
 	return h*0x9e3779b97f4a7c15 ^ uint64(ap.Port())<<7
 }
 
-// shardList is a shard's activity list, least recent first, and how
+// shardList is a shard's activity lists, least recent first, and how
 // many connections it may hold.
 type shardList struct {
 	// live and tombs hold the shard's open and closed connections, each
@@ -1287,6 +1287,7 @@ type shardList struct {
 // connList is a list of connections through their sprev and snext.
 type connList struct{ head, tail *conn }
 
+// has reports whether c, which is in this list or in none, is in it.
 func (l *connList) has(c *conn) bool { return c.sprev != nil || l.head == c }
 
 func (l *connList) push(c *conn) {
