@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 )
 
@@ -16,6 +17,13 @@ func TestMaxConnsFlag(t *testing.T) {
 		if code := run(context.Background(), append([]string{"read", "-f", "json"}, append(args, capture)...), nil, &out, &errb); code != 0 {
 			t.Fatalf("%v: exit %d: %s", args, code, errb.String())
 		}
+		defer func() {
+			// Evictions lose exchanges: the run must say so, and how to avoid it.
+			warned := strings.Contains(errb.String(), "open connection(s) evicted") && strings.Contains(errb.String(), "raise --max-conns")
+			if warned != (len(args) > 0) {
+				t.Errorf("%v: stderr %q", args, errb.String())
+			}
+		}()
 		var doc struct {
 			Summary struct {
 				Input map[string]uint64 `json:"input"`

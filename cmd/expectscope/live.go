@@ -495,6 +495,7 @@ func runReadStream(ctx context.Context, src capture.Source, o *readOptions, form
 		Workers:    1, // batches of the sharded pipeline would hold records back
 	}
 	res, runErr := pipeline.Run(ctx, src, opt)
+	warnEvicted(stderr, res, o.maxConns)
 	var input map[string]uint64
 	var warnings []string
 	if res != nil {

@@ -242,7 +242,7 @@ Percentiles are nearest-rank: the value at rank ceil(p/100 x N).
 	f.BoolVar(&o.all, "all", false, "also print exchanges without Expect (e.g. unsolicited 100s)")
 	f.DurationVar(&o.noWaitUnder, "no-wait-under", 10*time.Millisecond, "a body sent this soon after the headers, before any answer, counts as not waiting")
 	f.IntVar(&o.maxHeader, "max-header-bytes", 64<<10, "largest header block parsed; larger is a parse error")
-	f.IntVar(&o.maxConns, "max-conns", 0, fmt.Sprintf("connections tracked at once; beyond it the least recently active is dropped (counted as evicted_conns) and picked up again at its next message; 0 for one per %.1f KiB of the memory limit, from 1024 to %d (%d at the default limit, %d without a limit)",
+	f.IntVar(&o.maxConns, "max-conns", 0, fmt.Sprintf("connections tracked at once; beyond it closed ones are forgotten first, then the least recently active open one is evicted (counted as evicted_conns, a warning at the end) and picked up again at its next message; 0 for one per %.1f KiB of the memory limit, from 1024 to %d (%d at the default limit, %d without a limit)",
 		float64(reassembly.ConnBudget)/1024, reassembly.DefaultMaxConns, reassembly.MaxConnsFor(defaultMemoryLimit), reassembly.DefaultMaxConns))
 	f.IntVar(&o.maxBuffered, "max-buffered-bytes", reassembly.DefaultMaxBufferedTotal, "out-of-order bytes held for all connections; beyond it holes become gaps")
 	f.StringVar(&o.writeFlagged, "write-flagged", "", "write every packet of the connections with a flagged selected negotiation (and of their hops' other legs) to this pcap file (not with stdin)")
@@ -312,6 +312,7 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	if bar != nil {
 		bar.finish(res)
 	}
+	warnEvicted(stderr, res, o.maxConns)
 	var input map[string]uint64
 	var warnings []string
 	if res != nil {
@@ -364,6 +365,19 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 		return &exitError{code: exitFindings}
 	}
 	return nil
+}
+
+// warnEvicted says, once the capture is read, that open connections were
+// evicted at the --max-conns cap, what that costs and what to do: the
+// count alone (evicted_conns) does not say that answers went missing.
+func warnEvicted(stderr io.Writer, res *pipeline.Result, maxConns int) {
+	if res == nil || res.Reassembly.Evicted == 0 {
+		return
+	}
+	fmt.Fprintf(stderr, "expectscope: warning: %d open connection(s) evicted: more than --max-conns (%d) were open at once; "+
+		"an exchange in flight on one is lost (its response counts in orphan_responses); "+
+		"raise --max-conns, and --memory-limit with it (%.1f KiB a connection)\n",
+		res.Reassembly.Evicted, maxConns, float64(reassembly.ConnBudget)/1024)
 }
 
 // renderSpill is render for records read back from a spill in report
