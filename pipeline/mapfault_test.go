@@ -1,9 +1,7 @@
 package pipeline_test
 
 import (
-	"compress/gzip"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,19 +16,7 @@ import (
 // (a rotating writer, a full disk) faults on the missing pages; the run
 // must end with an error, not kill the process with SIGBUS.
 func TestMappedFileCutUnderUs(t *testing.T) {
-	zf, err := os.Open("../testdata/corpus/direct/curl-nginx-post-continue.pcap.gz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer zf.Close()
-	zr, err := gzip.NewReader(zf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw := gunzipFile(t, "../testdata/corpus/direct/curl-nginx-post-continue.pcap.gz")
 	for _, workers := range []int{1, 2} {
 		path := filepath.Join(t.TempDir(), "cut.pcap")
 		if err := os.WriteFile(path, raw, 0o644); err != nil {

@@ -3,9 +3,7 @@ package pipeline_test
 import (
 	"bytes"
 	"cmp"
-	"compress/gzip"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -74,19 +72,7 @@ func TestPooledRetryLinks(t *testing.T) {
 // and 2 mapped, checks each result, and requires the same records of all.
 func readWorkers(t *testing.T, path string, check func(*testing.T, []*analyze.Record)) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	zr, err := gzip.NewReader(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcap, err := io.ReadAll(zr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pcap := gunzipFile(t, path)
 	var want []byte
 	for _, workers := range []int{1, 2, 3} {
 		recs, _ := runBytes(t, pcap, pipeline.Options{Workers: workers, Analyze: analyze.Config{All: true}})
