@@ -31,15 +31,7 @@ func TestChunkerGuess(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%v nano=%v sec0=%d", c.order, c.nano, c.sec0), func(t *testing.T) {
 			file, starts := guessPcap(c.order, c.nano, c.sec0)
-			path := filepath.Join(t.TempDir(), "g.pcap")
-			if err := os.WriteFile(path, file, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			src, err := Open([]string{path}, Options{MapMin: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
+			src := openMappedFile(t, file)
 			const size = 4096
 			ch := src.(*fileSource).Chunker(size, size)
 			if ch == nil {
@@ -132,15 +124,9 @@ func TestGuessSameAsScan(t *testing.T) {
 				f(data)
 				recs = append(recs, rec{ts: time.Unix(sec0+int64(i), int64(i)*1000), data: data})
 			}
-			path := filepath.Join(t.TempDir(), "g.pcap")
-			if err := os.WriteFile(path, pcapFile(order, false, LinkEthernet, recs), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := pcapFile(order, false, LinkEthernet, recs)
 			for _, size := range []int{4093, 65536, 512 << 10} {
-				src, err := Open([]string{path}, Options{MapMin: -1})
-				if err != nil {
-					t.Fatal(err)
-				}
+				src := openMappedFile(t, file)
 				ch := src.(*fileSource).Chunker(size, size)
 				found := 0
 				for i := range ch.Len() {
@@ -155,7 +141,6 @@ func TestGuessSameAsScan(t *testing.T) {
 				if found == 0 {
 					t.Errorf("%s %v size %d: no record found in %d chunks", name, order, size, ch.Len())
 				}
-				src.Close()
 			}
 		}
 	}
@@ -235,15 +220,7 @@ func TestChunkerGrowsForLargeRecords(t *testing.T) {
 				}
 				file, _ = pcapngFile(t, []LinkType{LinkEthernet}, nrecs)
 			}
-			path := filepath.Join(t.TempDir(), "g")
-			if err := os.WriteFile(path, file, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			src, err := Open([]string{path}, Options{MapMin: -1})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ch := src.(*fileSource).Chunker(512<<10, 8<<20)
+			ch := openMappedFile(t, file).(*fileSource).Chunker(512<<10, 8<<20)
 			if !c.want(ch.Size()) {
 				t.Errorf("%s ng=%v: chunks of %d bytes", c.name, ng, ch.Size())
 			}
@@ -272,7 +249,6 @@ func TestChunkerGrowsForLargeRecords(t *testing.T) {
 			if got != len(recs) {
 				t.Errorf("%s ng=%v: %d records framed, want %d", c.name, ng, got, len(recs))
 			}
-			src.Close()
 		}
 	}
 }
