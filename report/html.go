@@ -1,7 +1,6 @@
 package report
 
 import (
-	"bufio"
 	"cmp"
 	"crypto/sha256"
 	"embed"
@@ -87,25 +86,25 @@ func parseHTML() {
 // without script; its few lines of script only sort and filter the table.
 // Text from the wire goes through Escape, then html/template.
 func WriteHTML(w io.Writer, out *Output, opts HTMLOptions) error {
-	if opts.MaxMarks <= 0 {
-		opts.MaxMarks = DefaultMaxMarks
+	byID := map[string]*analyze.Record{}
+	for _, r := range opts.All {
+		byID[r.ID] = r
 	}
-	if opts.MaxRows <= 0 {
-		opts.MaxRows = DefaultMaxRows
+	for _, r := range out.Records {
+		byID[r.ID] = r
 	}
-	if opts.MaxLadders <= 0 {
-		opts.MaxLadders = DefaultMaxLadders
+	b := NewHTMLBuilder(opts, out.Hops, func(id string) *analyze.Record { return byID[id] }, out.start())
+	for b.NextPass() {
+		for _, r := range out.Records {
+			b.Add(r)
+		}
 	}
-	if opts.Title == "" {
-		opts.Title = "expectscope report"
+	c := out.Summary
+	if c == nil {
+		c = b.Counts()
+		c.Hops = len(out.Hops)
 	}
-	htmlOnce.Do(parseHTML)
-	p := buildPage(out, opts)
-	bw := bufio.NewWriterSize(w, 64<<10)
-	if err := htmlTmpl.Execute(bw, p); err != nil {
-		return err
-	}
-	return bw.Flush()
+	return b.Write(w, c)
 }
 
 // htmlPage is what the template renders.
@@ -245,45 +244,21 @@ func numAttr(v *float64) string {
 	return strconv.FormatFloat(*v, 'f', -1, 64)
 }
 
-func buildPage(out *Output, opts HTMLOptions) *htmlPage {
-	c := out.Summary
-	if c == nil {
-		c = Tally(out.Records)
-		c.Hops = len(out.Hops)
-	}
+// page is the page of the records added, with c their summary.
+func (b *HTMLBuilder) page(c *Counts) *htmlPage {
+	opts := b.opts
 	p := &htmlPage{Title: opts.Title, CSP: htmlCSP, Style: htmlStyle, Script: htmlScript, S: c}
 	for _, in := range opts.Inputs {
 		p.Inputs = append(p.Inputs, wire(in, 200))
 	}
-	var negs []*analyze.Record
-	for _, r := range out.Records {
-		if r.Type == analyze.TypeNegotiation {
-			negs = append(negs, r)
-		}
-	}
-	t0 := out.start()
-	if len(negs) > 0 {
-		first, last := negs[0].HeadersEndAt, negs[0].HeadersEndAt
-		for _, r := range negs {
-			if r.HeadersEndAt.Before(first) {
-				first = r.HeadersEndAt
-			}
-			if r.HeadersEndAt.After(last) {
-				last = r.HeadersEndAt
-			}
-		}
-		p.Start = first.UTC().Format(time.RFC3339Nano)
-		p.End = last.UTC().Format(time.RFC3339Nano)
-		p.Span = fmtMsV(float64(last.Sub(first)) / float64(time.Millisecond))
+	if b.negs > 0 {
+		p.Start = b.first.UTC().Format(time.RFC3339Nano)
+		p.End = b.last.UTC().Format(time.RFC3339Nano)
+		p.Span = fmtMsV(float64(b.last.Sub(b.first)) / float64(time.Millisecond))
 	}
 
 	// Cards: the headline numbers.
-	flagged := 0
-	for _, r := range negs {
-		if NeedsLadder(r) {
-			flagged++
-		}
-	}
+	flagged := b.flagged
 	p.Cards = []card{
 		{ID: "card-negotiations", Label: "negotiations", Value: strconv.Itoa(c.Negotiations), Sub: fmt.Sprintf("%d flagged or not continued", flagged)},
 		{ID: "card-lost", Label: "time lost waiting", Value: fmtSeconds(c.LostMs), Sub: "clients waiting in vain"},
@@ -388,13 +363,13 @@ func buildPage(out *Output, opts HTMLOptions) *htmlPage {
 		p.Warnings = append(p.Warnings, wire(wmsg, 300))
 	}
 
-	p.Chart = buildChart(negs, t0, opts.MaxMarks)
-	p.Ladders, p.LaddersNeeded = buildLadders(out, opts)
+	p.Chart = b.chart
+	p.Ladders, p.LaddersNeeded = b.ladders()
 	drawn := map[string]string{}
 	for _, l := range p.Ladders {
 		drawn[l.RecordID] = l.Anchor
 	}
-	for _, h := range out.Hops {
+	for _, h := range b.hops {
 		row := hopRow{Intermediary: wire(h.Intermediary, 60),
 			Down:    wire(h.Downstream.ID+" "+h.Downstream.Client+" → "+h.Downstream.Server, 120),
 			Up:      wire(h.Upstream.ID+" "+h.Upstream.Client+" → "+h.Upstream.Server, 120),
@@ -405,7 +380,7 @@ func buildPage(out *Output, opts HTMLOptions) *htmlPage {
 		}
 		p.Hops = append(p.Hops, row)
 	}
-	p.Rows, p.RowsTotal, p.RowsNote = buildRows(out.Records, t0, opts.MaxRows, drawn)
+	p.Rows, p.RowsTotal, p.RowsNote = b.rows(drawn)
 	return p
 }
 
@@ -418,29 +393,37 @@ func verdictRank(v string) int {
 	return len(analyze.Verdicts)
 }
 
-// buildRows picks at most maxRows records for the table: every flagged or
+// rows picks at most MaxRows records for the table: every flagged or
 // not continued negotiation first, then the others, each in time order;
-// the table shows the pick in time order.
-func buildRows(recs []*analyze.Record, t0 time.Time, maxRows int, ladders map[string]string) ([]tableRow, int, string) {
-	pick := recs
+// the table shows the pick in time order. Add kept the first MaxRows of
+// each kind, all a pick can take.
+func (b *HTMLBuilder) rows(ladders map[string]string) ([]tableRow, int, string) {
+	maxRows, t0 := b.opts.MaxRows, b.t0
+	first, rest := b.rowsFlagged, b.rowsOther
+	var pick []*analyze.Record
 	note := ""
-	if len(recs) > maxRows {
-		var first, rest []*analyze.Record
-		for _, r := range recs {
-			if NeedsLadder(r) {
-				first = append(first, r)
+	if b.records <= maxRows {
+		// Every record, in the order they came.
+		pick = make([]*analyze.Record, 0, len(first)+len(rest))
+		i, j := 0, 0
+		for i < len(first) || j < len(rest) {
+			if j == len(rest) || i < len(first) && b.rowsFlaggedAt[i] < b.rowsOtherAt[j] {
+				pick = append(pick, first[i])
+				i++
 			} else {
-				rest = append(rest, r)
+				pick = append(pick, rest[j])
+				j++
 			}
 		}
-		nf := min(len(first), maxRows)
+	} else {
+		nf := min(b.flaggedRecords, maxRows)
 		pick = append(slices.Clone(first[:nf]), rest[:min(len(rest), maxRows-nf)]...)
 		slices.SortStableFunc(pick, func(a, b *analyze.Record) int { return a.HeadersEndAt.Compare(b.HeadersEndAt) })
-		note = fmt.Sprintf("The table shows %d of %d records: ", len(pick), len(recs))
-		if nf < len(first) {
-			note += fmt.Sprintf("the first %d of the %d flagged or not continued ones. ", nf, len(first))
+		note = fmt.Sprintf("The table shows %d of %d records: ", len(pick), b.records)
+		if nf < b.flaggedRecords {
+			note += fmt.Sprintf("the first %d of the %d flagged or not continued ones. ", nf, b.flaggedRecords)
 		} else {
-			note += fmt.Sprintf("all %d flagged or not continued ones, then the earliest others. ", len(first))
+			note += fmt.Sprintf("all %d flagged or not continued ones, then the earliest others. ", b.flaggedRecords)
 		}
 		note += "Run expectscope with --format csv or ndjson for all of them."
 	}
@@ -473,7 +456,7 @@ func buildRows(recs []*analyze.Record, t0 time.Time, maxRows int, ladders map[st
 		}
 		rows = append(rows, row)
 	}
-	return rows, len(recs), note
+	return rows, b.records, note
 }
 
 // ---- timeline chart ----
@@ -542,27 +525,42 @@ func chartWait(r *analyze.Record) (ms float64, what string, ok bool) {
 	return 0, "", false
 }
 
-func buildChart(negs []*analyze.Record, t0 time.Time, maxMarks int) *chart {
+// chartScale places a negotiation on the chart.
+type chartScale struct {
+	first  time.Time // x origin
+	x0, x1 float64   // seconds from first at the left and right edges
+	lo, hi float64   // log10 of the waits at the bottom and top
+}
+
+func (s *chartScale) x(t time.Time) float64 {
+	v := t.Sub(s.first).Seconds()
+	return chartL + (v-s.x0)/(s.x1-s.x0)*(chartR-chartL)
+}
+
+func (s *chartScale) y(ms float64) float64 {
+	v := math.Log10(max(ms, chartYMin))
+	return chartB - (v-s.lo)/(s.hi-s.lo)*(chartB-chartT)
+}
+
+// yFor is where r's mark goes, and what it shows.
+func (s *chartScale) yFor(r *analyze.Record) (float64, string) {
+	if v, what, ok := chartWait(r); ok {
+		return s.y(v), fmt.Sprintf("%s %s", what, fmtMsV(v))
+	}
+	return chartB + naBand, "no wait measured"
+}
+
+// newChart draws the chart's frame for the negotiations the first pass
+// measured: n of them between first and last, the longest wait yMax,
+// counts by verdict. Their marks come in the passes after.
+func newChart(n int, first, last, t0 time.Time, yMax float64, counts map[string]int) (*chart, *chartScale) {
 	c := &chart{W: chartW, H: chartH, L: f1(chartL), R: f1(chartR), T: f1(chartT), B: f1(chartB),
-		PlotW: f1(chartR - chartL), PlotH: f1(chartB - chartT), NAY: f1(chartB + naBand), N: len(negs)}
-	if len(negs) == 0 {
+		PlotW: f1(chartR - chartL), PlotH: f1(chartB - chartT), NAY: f1(chartB + naBand), N: n}
+	if n == 0 {
 		c.Empty = true
-		return c
+		return c, nil
 	}
 	// X: capture time from the first negotiation.
-	first, last := negs[0].HeadersEndAt, negs[0].HeadersEndAt
-	yMax := 1000.0
-	for _, r := range negs {
-		if r.HeadersEndAt.Before(first) {
-			first = r.HeadersEndAt
-		}
-		if r.HeadersEndAt.After(last) {
-			last = r.HeadersEndAt
-		}
-		if v, _, ok := chartWait(r); ok && v > yMax {
-			yMax = v
-		}
-	}
 	if !t0.IsZero() && t0.Before(first) {
 		first = t0 // the table's origin: offsets agree
 	}
@@ -570,31 +568,23 @@ func buildChart(negs []*analyze.Record, t0 time.Time, maxMarks int) *chart {
 	if span <= 0 {
 		span = 0.001
 	}
-	// Pad so marks do not sit on the axes.
-	x0, x1 := -span*0.02, span*1.02
-	xOf := func(t time.Time) float64 {
-		s := t.Sub(first).Seconds()
-		return chartL + (s-x0)/(x1-x0)*(chartR-chartL)
-	}
-	// Y: log10 from the floor to the decade above the largest wait.
-	lo := math.Log10(chartYMin)
-	hi := math.Ceil(math.Log10(yMax) + 0.05)
-	yOf := func(ms float64) float64 {
-		v := math.Log10(max(ms, chartYMin))
-		return chartB - (v-lo)/(hi-lo)*(chartB-chartT)
-	}
+	// Pad so marks do not sit on the axes; Y: log10 from the floor to the
+	// decade above the largest wait.
+	sc := &chartScale{first: first, x0: -span * 0.02, x1: span * 1.02,
+		lo: math.Log10(chartYMin), hi: math.Ceil(math.Log10(yMax) + 0.05)}
+	lo, hi := sc.lo, sc.hi
 	for d := lo; d <= hi+1e-9; d++ {
-		c.YTicks = append(c.YTicks, tick{Pos: f1(yOf(math.Pow(10, d))), Label: fmtTick(math.Pow(10, d))})
+		c.YTicks = append(c.YTicks, tick{Pos: f1(sc.y(math.Pow(10, d))), Label: fmtTick(math.Pow(10, d))})
 		if d < hi {
 			for _, m := range []float64{2, 5} {
-				c.YTicks = append(c.YTicks, tick{Pos: f1(yOf(m * math.Pow(10, d))), Minor: true})
+				c.YTicks = append(c.YTicks, tick{Pos: f1(sc.y(m * math.Pow(10, d))), Minor: true})
 			}
 		}
 	}
 	c.YTicks[0].Label = "≤ " + c.YTicks[0].Label
 	for _, kt := range knownTimers {
 		if kt.ms <= math.Pow(10, hi) {
-			c.Timers = append(c.Timers, tick{Pos: f1(yOf(kt.ms)), Label: kt.label})
+			c.Timers = append(c.Timers, tick{Pos: f1(sc.y(kt.ms)), Label: kt.label})
 		}
 	}
 	step := niceStep(span / 8)
@@ -607,15 +597,11 @@ func buildChart(negs []*analyze.Record, t0 time.Time, maxMarks int) *chart {
 		if len(label) > 8 {
 			label = strconv.FormatFloat(v/div, 'f', 2, 64)
 		}
-		c.XTicks = append(c.XTicks, tick{Pos: f1(xOf(first.Add(time.Duration(v * float64(time.Second))))), Label: "+" + label + " " + unit})
+		c.XTicks = append(c.XTicks, tick{Pos: f1(sc.x(first.Add(time.Duration(v * float64(time.Second))))), Label: "+" + label + " " + unit})
 	}
 	c.XLabel = "capture time from " + first.UTC().Format(time.RFC3339Nano)
 
 	// Legend: verdicts present.
-	counts := map[string]int{}
-	for _, r := range negs {
-		counts[string(r.Verdict)]++
-	}
 	keys := make([]string, 0, len(counts))
 	for k := range counts {
 		keys = append(keys, k)
@@ -629,90 +615,106 @@ func buildChart(negs []*analyze.Record, t0 time.Time, maxMarks int) *chart {
 	for _, k := range keys {
 		c.Legend = append(c.Legend, verdictRow{Verdict: wire(k, 40), Class: verdictClass(k), Count: counts[k]})
 	}
+	return c, sc
+}
 
-	yFor := func(r *analyze.Record) (float64, string) {
-		if v, what, ok := chartWait(r); ok {
-			return yOf(v), fmt.Sprintf("%s %s", what, fmtMsV(v))
-		}
-		return chartB + naBand, "no wait measured"
+// addMark draws r as a mark of its own.
+func (c *chart) addMark(sc *chartScale, r *analyze.Record) {
+	y, what := sc.yFor(r)
+	title := fmt.Sprintf("%s %s %s — %s, %s (%s)", wire(r.ID, 40), wire(r.Request.Method, 20), wire(r.Request.Target, 120),
+		wire(string(r.Verdict), 40), what, status(r))
+	if r.Request.Host != "" {
+		title += "\nHost: " + wire(r.Request.Host, 80)
 	}
-	if len(negs) <= maxMarks {
-		for _, r := range negs {
-			y, what := yFor(r)
-			title := fmt.Sprintf("%s %s %s — %s, %s (%s)", wire(r.ID, 40), wire(r.Request.Method, 20), wire(r.Request.Target, 120),
-				wire(string(r.Verdict), 40), what, status(r))
-			if r.Request.Host != "" {
-				title += "\nHost: " + wire(r.Request.Host, 80)
-			}
-			if r.Request.UserAgent != "" {
-				title += "\nUser-Agent: " + wire(r.Request.UserAgent, 80)
-			}
-			if r.Wait100Ms != nil {
-				title += "\n100 wait " + fmtMs(r.Wait100Ms)
-			}
-			x := xOf(r.HeadersEndAt)
-			c.Marks = append(c.Marks, mark{X: f1(x), Y: f1(y), R: "4", Class: verdictClass(string(r.Verdict)), ID: r.ID, Title: title, Count: 1})
-			if r.Wait100Ms != nil {
-				y100 := yOf(*r.Wait100Ms)
-				c.W100 = append(c.W100, mark{X1: f1(x - 5), X2: f1(x + 5), Y1: f1(y100), Class: verdictClass(string(r.Verdict)),
-					Title: fmt.Sprintf("%s 100 wait %s", wire(r.ID, 40), fmtMs(r.Wait100Ms))})
-			}
-		}
-		return c
+	if r.Request.UserAgent != "" {
+		title += "\nUser-Agent: " + wire(r.Request.UserAgent, 80)
 	}
-	// Too many to draw one by one: bin by pixel cell and verdict, coarser
-	// until the bins fit.
+	if r.Wait100Ms != nil {
+		title += "\n100 wait " + fmtMs(r.Wait100Ms)
+	}
+	x := sc.x(r.HeadersEndAt)
+	c.Marks = append(c.Marks, mark{X: f1(x), Y: f1(y), R: "4", Class: verdictClass(string(r.Verdict)), ID: r.ID, Title: title, Count: 1})
+	if r.Wait100Ms != nil {
+		y100 := sc.y(*r.Wait100Ms)
+		c.W100 = append(c.W100, mark{X1: f1(x - 5), X2: f1(x + 5), Y1: f1(y100), Class: verdictClass(string(r.Verdict)),
+			Title: fmt.Sprintf("%s 100 wait %s", wire(r.ID, 40), fmtMs(r.Wait100Ms))})
+	}
+}
+
+// chartBins gathers negotiations too many to draw one by one into bins
+// of a pixel cell and a verdict, one mark a bin. A pass with more bins
+// than marks allowed is given up (over) and tried again with coarser
+// cells.
+type chartBins struct {
+	cell  float64
+	bins  map[binKey]*chartBin
+	order []binKey
+	over  bool
+}
+
+type binKey struct {
+	x, y    int
+	verdict string
+}
+
+type chartBin struct {
+	n        int
+	sx, sy   float64
+	lo, hi   float64
+	measured bool
+	verdict  string
+	// the first negotiation in the bin, as its title names it
+	exID, exMethod, exTarget string
+}
+
+func newChartBins(cell float64) *chartBins {
+	return &chartBins{cell: cell, bins: map[binKey]*chartBin{}}
+}
+
+func (cb *chartBins) add(sc *chartScale, r *analyze.Record, maxMarks int) {
+	if cb.over {
+		return
+	}
+	x := sc.x(r.HeadersEndAt)
+	y, _ := sc.yFor(r)
+	k := binKey{int(x / cb.cell), int(y / cb.cell), string(r.Verdict)}
+	b := cb.bins[k]
+	if b == nil {
+		if len(cb.bins) == maxMarks {
+			cb.over = true
+			cb.bins, cb.order = nil, nil
+			return
+		}
+		// Copies: a bin must not keep its example record in memory.
+		b = &chartBin{lo: math.Inf(1), hi: math.Inf(-1), verdict: strings.Clone(string(r.Verdict)),
+			exID: strings.Clone(wire(r.ID, 40)), exMethod: strings.Clone(wire(r.Request.Method, 20)),
+			exTarget: strings.Clone(wire(r.Request.Target, 120))}
+		cb.bins[k] = b
+		cb.order = append(cb.order, k)
+	}
+	b.n++
+	b.sx += x
+	b.sy += y
+	if v, _, ok := chartWait(r); ok {
+		b.measured = true
+		b.lo, b.hi = min(b.lo, v), max(b.hi, v)
+	}
+}
+
+// marks turns the bins into the chart's marks.
+func (cb *chartBins) marks(c *chart) {
 	c.Binned = true
-	type key struct {
-		x, y    int
-		verdict string
-	}
-	type bin struct {
-		n        int
-		sx, sy   float64
-		lo, hi   float64
-		example  *analyze.Record
-		verdict  string
-		measured bool
-	}
-	for cell := 3.0; ; cell *= 1.5 {
-		bins := map[key]*bin{}
-		var order []key
-		for _, r := range negs {
-			x := xOf(r.HeadersEndAt)
-			y, _ := yFor(r)
-			k := key{int(x / cell), int(y / cell), string(r.Verdict)}
-			b := bins[k]
-			if b == nil {
-				b = &bin{lo: math.Inf(1), hi: math.Inf(-1), example: r, verdict: string(r.Verdict)}
-				bins[k] = b
-				order = append(order, k)
-			}
-			b.n++
-			b.sx += x
-			b.sy += y
-			if v, _, ok := chartWait(r); ok {
-				b.measured = true
-				b.lo, b.hi = min(b.lo, v), max(b.hi, v)
-			}
+	for _, k := range cb.order {
+		b := cb.bins[k]
+		wait := "no wait measured"
+		if b.measured {
+			wait = "wait " + fmtMsV(b.lo) + " – " + fmtMsV(b.hi)
 		}
-		if len(bins) > maxMarks {
-			continue
-		}
-		for _, k := range order {
-			b := bins[k]
-			r := b.example
-			wait := "no wait measured"
-			if b.measured {
-				wait = "wait " + fmtMsV(b.lo) + " – " + fmtMsV(b.hi)
-			}
-			title := fmt.Sprintf("%d negotiation(s), %s, %s\ne.g. %s %s %s", b.n, wire(b.verdict, 40), wait,
-				wire(r.ID, 40), wire(r.Request.Method, 20), wire(r.Request.Target, 120))
-			rad := math.Min(3+1.5*math.Log2(float64(b.n)), 12)
-			c.Marks = append(c.Marks, mark{X: f1(b.sx / float64(b.n)), Y: f1(b.sy / float64(b.n)), R: f1(rad),
-				Class: verdictClass(b.verdict), Title: title, Count: b.n})
-		}
-		return c
+		title := fmt.Sprintf("%d negotiation(s), %s, %s\ne.g. %s %s %s", b.n, wire(b.verdict, 40), wait,
+			b.exID, b.exMethod, b.exTarget)
+		rad := math.Min(3+1.5*math.Log2(float64(b.n)), 12)
+		c.Marks = append(c.Marks, mark{X: f1(b.sx / float64(b.n)), Y: f1(b.sy / float64(b.n)), R: f1(rad),
+			Class: verdictClass(b.verdict), Title: title, Count: b.n})
 	}
 }
 
@@ -778,54 +780,27 @@ const (
 	ladderStep = 46
 )
 
-// buildLadders draws every negotiation NeedsLadder selects and every hop's
-// downstream negotiation, up to opts.MaxLadders; it returns the ladders
-// and how many were wanted.
-func buildLadders(out *Output, opts HTMLOptions) ([]*ladder, int) {
-	byID := map[string]*analyze.Record{}
-	all := opts.All
-	if all == nil {
-		all = out.Records
-	}
-	for _, r := range all {
-		byID[r.ID] = r
-	}
-	for _, r := range out.Records {
-		byID[r.ID] = r
-	}
-	down := map[string]*analyze.Hop{}
-	up := map[string]*analyze.Hop{}
-	for _, h := range out.Hops {
-		down[h.Downstream.ID] = h
-		up[h.Upstream.ID] = h
-	}
-	want := map[string]bool{}
-	for _, r := range out.Records {
-		if NeedsLadder(r) || down[r.ID] != nil {
-			want[r.ID] = true
-		}
-	}
-	var pick []*analyze.Record
-	for _, r := range out.Records {
-		if !want[r.ID] {
-			continue
-		}
-		// An upstream leg is drawn inside its hop's ladder.
-		if h := up[r.ID]; h != nil && want[h.Downstream.ID] {
-			continue
-		}
-		pick = append(pick, r)
-	}
-	needed := len(pick)
+// ladders draws every negotiation NeedsLadder selects and every hop's
+// downstream negotiation, up to MaxLadders; it returns the ladders and
+// how many were wanted. A hop's upstream leg is drawn inside its hop's
+// ladder when its downstream leg is among the records.
+func (b *HTMLBuilder) ladders() ([]*ladder, int) {
+	needed := b.ladderOthers
 	var ls []*ladder
-	for _, r := range pick {
-		if len(ls) == opts.MaxLadders {
-			break
+	for _, r := range b.ladderPicks {
+		if h := b.up[r.ID]; h != nil {
+			if b.downSeen[h.Downstream.ID] {
+				continue
+			}
+			needed++
 		}
-		h := down[r.ID]
+		if len(ls) == b.opts.MaxLadders {
+			continue // counted, not drawn
+		}
+		h := b.down[r.ID]
 		var upRec *analyze.Record
 		if h != nil {
-			upRec = byID[h.Upstream.ID]
+			upRec = b.lookup(h.Upstream.ID)
 		}
 		ls = append(ls, svgLadder(r, h, upRec))
 	}

@@ -49,67 +49,116 @@ func WriteLadders(w io.Writer, set LadderSet, id string, markdown bool) error {
 	for _, r := range all {
 		byID[r.ID] = r
 	}
+	shown := map[string]bool{}
 	for _, r := range set.Records {
 		byID[r.ID] = r
+		shown[r.ID] = true
 	}
-	down := map[string]*analyze.Hop{} // downstream id -> hop
-	up := map[string]*analyze.Hop{}   // upstream id -> hop
-	for _, h := range set.Hops {
-		down[h.Downstream.ID] = h
-		up[h.Upstream.ID] = h
-	}
-	var pick []*analyze.Record
+	lw := NewLadderWriter(w, set.Hops, func(id string) *analyze.Record { return byID[id] },
+		func(r *analyze.Record) bool { return shown[r.ID] }, id, markdown)
 	if id != LadderAll {
-		r := byID[id]
-		if r == nil {
-			return fmt.Errorf("no record with id %q", id)
+		if r := byID[id]; r != nil {
+			if err := lw.See(r); err != nil {
+				return err
+			}
+		}
+	} else {
+		for _, r := range set.Records {
+			if err := lw.See(r); err != nil {
+				return err
+			}
+		}
+	}
+	return lw.Close()
+}
+
+// LadderWriter draws the ladders of WriteLadders from records given one
+// at a time in report order, holding none of them: a capture's records
+// need not all be in memory to draw their ladders.
+type LadderWriter struct {
+	w        io.Writer
+	markdown bool
+	id       string
+	down, up map[string]*analyze.Hop
+	lookup   func(id string) *analyze.Record
+	selected func(r *analyze.Record) bool
+	n        int
+}
+
+// NewLadderWriter draws on w the ladder of the record with id, or with id
+// == LadderAll of every selected record NeedsLadder picks. lookup finds
+// any record by id (at least every leg of hops); selected says whether a
+// record is among those drawn from (the filters' choice), which decides
+// whether a hop's upstream leg is drawn inside its downstream's ladder.
+func NewLadderWriter(w io.Writer, hops []*analyze.Hop, lookup func(id string) *analyze.Record, selected func(r *analyze.Record) bool, id string, markdown bool) *LadderWriter {
+	lw := &LadderWriter{w: w, markdown: markdown, id: id, lookup: lookup, selected: selected,
+		down: map[string]*analyze.Hop{}, up: map[string]*analyze.Hop{}}
+	for _, h := range hops {
+		lw.down[h.Downstream.ID] = h
+		lw.up[h.Upstream.ID] = h
+	}
+	return lw
+}
+
+// See takes the next record in report order, selected or not, and draws
+// its ladder if it gets one.
+func (lw *LadderWriter) See(r *analyze.Record) error {
+	if lw.id != LadderAll {
+		if r.ID != lw.id || lw.n > 0 {
+			return nil
 		}
 		// Asked for an upstream leg: draw its whole hop.
-		if h := up[id]; h != nil && byID[h.Downstream.ID] != nil {
-			r = byID[h.Downstream.ID]
-		}
-		pick = []*analyze.Record{r}
-	} else {
-		drawn := map[string]bool{}
-		for _, r := range set.Records {
-			if NeedsLadder(r) {
-				drawn[r.ID] = true
+		if h := lw.up[r.ID]; h != nil {
+			if d := lw.lookup(h.Downstream.ID); d != nil {
+				r = d
 			}
 		}
-		for _, r := range set.Records {
-			if !drawn[r.ID] {
-				continue
-			}
-			if h := up[r.ID]; h != nil && drawn[h.Downstream.ID] {
-				continue
-			}
-			pick = append(pick, r)
-		}
+		return lw.draw(r)
 	}
-	if len(pick) == 0 {
-		fmt.Fprintln(w, "No flagged or non-continued negotiation to draw.")
+	if !lw.selected(r) || !NeedsLadder(r) {
 		return nil
 	}
-	for i, r := range pick {
-		if i > 0 {
-			fmt.Fprintln(w)
-		}
-		var upRec *analyze.Record
-		h := down[r.ID]
-		if h != nil {
-			upRec = byID[h.Upstream.ID]
-		}
-		if markdown {
-			fmt.Fprintln(w, "```text")
-		}
-		if err := writeLadder(w, r, h, upRec); err != nil {
-			return err
-		}
-		if markdown {
-			fmt.Fprintln(w, "```")
+	if h := lw.up[r.ID]; h != nil {
+		if d := lw.lookup(h.Downstream.ID); d != nil && lw.selected(d) && NeedsLadder(d) {
+			return nil // drawn inside its hop's ladder
 		}
 	}
+	return lw.draw(r)
+}
+
+func (lw *LadderWriter) draw(r *analyze.Record) error {
+	if lw.n > 0 {
+		fmt.Fprintln(lw.w)
+	}
+	lw.n++
+	var upRec *analyze.Record
+	h := lw.down[r.ID]
+	if h != nil {
+		upRec = lw.lookup(h.Upstream.ID)
+	}
+	if lw.markdown {
+		fmt.Fprintln(lw.w, "```text")
+	}
+	if err := writeLadder(lw.w, r, h, upRec); err != nil {
+		return err
+	}
+	if lw.markdown {
+		fmt.Fprintln(lw.w, "```")
+	}
 	return nil
+}
+
+// Close ends the ladders: it says so when none was drawn, and returns an
+// error when the record asked for by id was not seen.
+func (lw *LadderWriter) Close() error {
+	if lw.n > 0 {
+		return nil
+	}
+	if lw.id != LadderAll {
+		return fmt.Errorf("no record with id %q", lw.id)
+	}
+	_, err := fmt.Fprintln(lw.w, "No flagged or non-continued negotiation to draw.")
+	return err
 }
 
 // event is one line of a ladder.

@@ -332,24 +332,9 @@ func runRead(cmd *cobra.Command, args []string, o *readOptions, stdin io.Reader,
 	for _, r := range cands {
 		patched[r.ID] = r
 	}
-	var conns map[analyze.Conn]bool
-	var failed bool
-	if o.ladder != "" || o.html != "" {
-		// Ladders and the HTML report draw any record: they take them all.
-		var all []*analyze.Record
-		if err := sp.each(patched, func(r *analyze.Record) error { all = append(all, r); return nil }); err != nil {
-			return &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
-		}
-		sel, err := o.render(stdout, format, all, hops, o.all, input, warnings)
-		if err != nil {
-			return err
-		}
-		conns, failed = flaggedConns(sel), matchesFailOn(sel.Records, o.failOn)
-	} else {
-		conns, failed, err = o.renderSpill(stdout, format, sp, patched, hops, input, warnings)
-		if err != nil {
-			return err
-		}
+	conns, failed, err := o.renderSpill(stdout, format, sp, patched, hops, input, warnings)
+	if err != nil {
+		return err
 	}
 	if runErr != nil {
 		return &exitError{exitInput, runErr}
@@ -396,12 +381,26 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	if err != nil {
 		return nil, false, err
 	}
+	selected := func(r *analyze.Record) bool {
+		return (o.all || r.Type == analyze.TypeNegotiation) && f.Match(r)
+	}
+	// The hops with a selected leg (report.Filter.Apply's choice), known
+	// before the records are read: every leg is in patched.
 	legs := map[string]bool{}
+	var sel []*analyze.Hop
 	for _, h := range hops {
 		legs[h.Downstream.ID] = true
 		legs[h.Upstream.ID] = true
+		d, u := patched[h.Downstream.ID], patched[h.Upstream.ID]
+		if d != nil && selected(d) || u != nil && selected(u) {
+			sel = append(sel, h)
+		}
 	}
-	kept := map[string]bool{}
+	if err := writeHTMLSpill(o.html, sp, patched, sel, selected, start, func(c *report.Counts) {
+		c.Hops, c.Input, c.Warnings = len(sel), input, warnings
+	}); err != nil {
+		return nil, false, err
+	}
 	failSet := map[string]bool{}
 	for _, w := range o.failOn {
 		failSet[strings.TrimSpace(w)] = true
@@ -410,11 +409,15 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	conns := map[analyze.Conn]bool{}
 	flaggedIDs := map[string]bool{}
 	bw := bufio.NewWriterSize(stdout, 64<<10)
-	selected := func(r *analyze.Record) bool {
-		return (o.all || r.Type == analyze.TypeNegotiation) && f.Match(r)
-	}
 	var rw *report.RecordWriter
-	if !o.summary {
+	var lw *report.LadderWriter
+	if o.ladder != "" {
+		id := o.ladder
+		if id == ladderAll {
+			id = report.LadderAll
+		}
+		lw = report.NewLadderWriter(bw, sel, func(id string) *analyze.Record { return patched[id] }, selected, id, format == report.FormatMarkdown)
+	} else if !o.summary {
 		if rw, err = report.NewRecordWriter(bw, format, hops); err != nil {
 			return nil, false, &exitError{exitInput, fmt.Errorf("writing output: %w", err)}
 		}
@@ -437,11 +440,14 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	tl := report.NewTallier()
 	var werr error
 	err = sp.eachAhead(patched, func(r *analyze.Record) error {
+		if lw != nil {
+			// Every record: --ladder=ID draws any of them.
+			if werr = lw.See(r); werr != nil {
+				return errStop
+			}
+		}
 		if !selected(r) {
 			return nil
-		}
-		if legs[r.ID] {
-			kept[r.ID] = true
 		}
 		tl.Add(r)
 		if len(failSet) > 0 && !failed {
@@ -464,11 +470,7 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	if err != nil {
 		return nil, false, readErr(err)
 	}
-	var sel []*analyze.Hop
-	for _, h := range hops {
-		if kept[h.Downstream.ID] || kept[h.Upstream.ID] {
-			sel = append(sel, h)
-		}
+	for _, h := range sel {
 		if flaggedIDs[h.Downstream.ID] || flaggedIDs[h.Upstream.ID] {
 			conns[analyze.Conn{Client: h.Downstream.Client, Server: h.Downstream.Server}] = true
 			conns[analyze.Conn{Client: h.Upstream.Client, Server: h.Upstream.Server}] = true
@@ -479,9 +481,14 @@ func (o *readOptions) renderSpill(stdout io.Writer, format string, sp *spill, pa
 	c.Input = input
 	c.Warnings = warnings
 	if werr == nil {
-		if rw != nil {
+		switch {
+		case lw != nil:
+			if werr = lw.Close(); werr != nil && o.ladder != ladderAll {
+				return nil, false, &exitError{exitUsage, fmt.Errorf("--ladder: %w", werr)}
+			}
+		case rw != nil:
 			werr = rw.Close(sel, c)
-		} else {
+		default:
 			werr = report.Write(bw, format, &report.Output{Summary: c}, true)
 		}
 	}
