@@ -462,11 +462,12 @@ func (s *recordStream) Failed() bool {
 
 // streams reports whether read should stream: standard input alone, a
 // format that can stream, and nothing that needs every record first
-// (ladders, --summary alone, --since/--until offsets from the first record).
+// (ladders, the HTML report, --summary alone, --since/--until offsets
+// from the first record).
 func (o *readOptions) streams(args []string, format string) bool {
 	return len(args) == 1 && args[0] == "-" &&
 		(format == report.FormatNDJSON || format == report.FormatTable) &&
-		o.ladder == "" && !o.summary && o.since == "" && o.until == ""
+		o.ladder == "" && o.html == "" && !o.summary && o.since == "" && o.until == ""
 }
 
 // runReadStream is read for a pipe (tcpdump -U -w - | expectscope read -):
