@@ -87,24 +87,22 @@ func NewHTMLBuilder(opts HTMLOptions, hops []*analyze.Hop, lookup func(id string
 // records, and readies it.
 func (b *HTMLBuilder) NextPass() bool {
 	switch {
-	case b.pass == 0:
-	case b.pass == 1:
+	case b.pass == 0: // measure
+	case b.pass == 1: // the timeline's marks, one by one or binned
 		b.chart, b.scale = newChart(b.negs, b.first, b.last, b.t0, b.yMax, b.verdicts)
-		if b.negs == 0 || b.negs <= b.opts.MaxMarks {
-			// One pass draws every mark (or none).
-			break
+		if b.negs == 0 {
+			return false
 		}
-		b.bins = newChartBins(3)
-	case b.bins != nil && b.bins.over:
+		if b.negs > b.opts.MaxMarks {
+			b.bins = newChartBins(3)
+		}
+	case b.bins != nil && b.bins.over: // more bins than marks: coarser
 		b.bins = newChartBins(b.bins.cell * 1.5)
 	default:
 		if b.bins != nil {
 			b.bins.marks(b.chart)
 			b.bins = nil
 		}
-		return false
-	}
-	if b.pass == 1 && b.bins == nil && b.negs == 0 {
 		return false
 	}
 	b.pass++
