@@ -1,8 +1,9 @@
 package main
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -17,22 +18,28 @@ func writeHTMLFile(path string, sel *report.Output, all []*analyze.Record) error
 	if path == "" {
 		return nil
 	}
+	return createHTML(path, func(w io.Writer) error {
+		return report.WriteHTML(w, sel, report.HTMLOptions{All: all})
+	})
+}
+
+// createHTML creates the file at path (--html) and has write fill it
+// (report's writers buffer their own output). An error write returns as
+// an *exitError is passed on as it is; any other is the file's.
+func createHTML(path string, write func(w io.Writer) error) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return &exitError{exitInput, fmt.Errorf("--html: %w", err)}
 	}
-	bw := bufio.NewWriter(f)
-	err = report.WriteHTML(bw, sel, report.HTMLOptions{All: all})
-	if err == nil {
-		err = bw.Flush()
-	}
+	err = write(f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
-		return &exitError{exitInput, fmt.Errorf("--html: %w", err)}
+	var ee *exitError
+	if err != nil && !errors.As(err, &ee) {
+		err = &exitError{exitInput, fmt.Errorf("--html: %w", err)}
 	}
-	return nil
+	return err
 }
 
 // writeHTMLSpill writes the HTML report (--html) of the records of sp that
@@ -43,35 +50,20 @@ func writeHTMLSpill(path string, sp *spill, patched map[string]*analyze.Record, 
 	if path == "" {
 		return nil
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return &exitError{exitInput, fmt.Errorf("--html: %w", err)}
-	}
-	b := report.NewHTMLBuilder(report.HTMLOptions{}, hops, func(id string) *analyze.Record { return patched[id] }, start)
-	for err == nil && b.NextPass() {
-		err = sp.eachAhead(patched, func(r *analyze.Record) error {
-			if selected(r) {
-				b.Add(r)
+	return createHTML(path, func(w io.Writer) error {
+		b := report.NewHTMLBuilder(report.HTMLOptions{}, hops, func(id string) *analyze.Record { return patched[id] }, start)
+		for b.NextPass() {
+			if err := sp.eachAhead(patched, func(r *analyze.Record) error {
+				if selected(r) {
+					b.Add(r)
+				}
+				return nil
+			}); err != nil {
+				return &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
 			}
-			return nil
-		})
-		if err != nil {
-			err = &exitError{exitInput, fmt.Errorf("reading back spilled records: %w", err)}
 		}
-	}
-	if err == nil {
 		counts := b.Counts()
 		c(counts)
-		bw := bufio.NewWriter(f)
-		if err = b.Write(bw, counts); err == nil {
-			err = bw.Flush()
-		}
-		if err != nil {
-			err = &exitError{exitInput, fmt.Errorf("--html: %w", err)}
-		}
-	}
-	if cerr := f.Close(); err == nil && cerr != nil {
-		err = &exitError{exitInput, fmt.Errorf("--html: %w", cerr)}
-	}
-	return err
+		return b.Write(w, counts)
+	})
 }
