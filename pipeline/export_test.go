@@ -21,3 +21,15 @@ func SetChunking(size int, bad bool) (restore func()) {
 	}
 	return func() { chunkSize, maxChunkSize, guess = oldSize, oldMax, oldGuess }
 }
+
+// SetFeedPanic makes the given worker panic as it is about to feed the
+// given chunk of a chunked run, for the duration of a test.
+func SetFeedPanic(worker, chunk int) (restore func()) {
+	old := beforeFeed
+	beforeFeed = func(w, k int) {
+		if w == worker && k == chunk {
+			panic("injected")
+		}
+	}
+	return func() { beforeFeed = old }
+}

@@ -43,6 +43,9 @@ import (
 const (
 	frameBatch    = 512
 	mappedBatches = 4 // per worker
+	// mergeCoalesce is how many messages (about one per batch) a worker
+	// gives the merger at once on the mapped paths (worker.send).
+	mergeCoalesce = 8
 )
 
 type fbatch struct {
@@ -61,6 +64,9 @@ type fbatch struct {
 	decoded  chan struct{}
 	fragged  chan struct{}
 	refs     atomic.Int32
+	// ready is decoded's closing, for a worker on the chunked path to
+	// look at while it spins (chunks.await).
+	ready atomic.Bool
 
 	// Chunked framing (runChunked): the chunk, where its framing started
 	// and ended, why it ended early, its decoder, and the number of the
@@ -101,6 +107,7 @@ func (b *fbatch) reset(nw int) {
 	b.ferr, b.ds, b.pktOff = nil, nil, 0
 	b.decoded = make(chan struct{})
 	b.fragged = make(chan struct{})
+	b.ready.Store(false)
 	b.refs.Store(int32(nw))
 }
 
@@ -173,7 +180,7 @@ func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int
 		}()
 	}
 
-	ws := newWorkerSet(nw, acfg, rcfg)
+	ws := newWorkerSet(nw, acfg, rcfg, mergeCoalesce)
 	out := ws.out
 	var wg sync.WaitGroup
 	ins := startMapped(ws.workers, &wg, nb, release, decs[nw], sh)
@@ -348,7 +355,7 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 				release(b)
 				// An ordered merger takes every worker's batches in
 				// turn: this one's end nothing.
-				w.out <- recMsg{worker: w.id, end: true}
+				w.send(recMsg{worker: w.id, end: true})
 			}
 		}
 		w.flushing = true
@@ -361,18 +368,31 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 			w.asm.FlushAll(w.now)
 			w.an.Flush()
 		}()
-		w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+		w.send(recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr})
 	}()
 	var tick capture.Segment
 	for b := range in {
 		<-b.decoded
-		var frag []capture.Segment
 		if len(b.deferred) > 0 {
 			if fd != nil {
 				decodeDeferred(fd, b, sh)
 			} else {
 				<-b.fragged
 			}
+		}
+		w.feedBatch(b, &tick)
+		release(b)
+		w.handOver()
+	}
+}
+
+// feedBatch feeds the worker's segments of b, decoded and with its
+// fragments rebuilt, in packet order, then ticks its clock to b's latest
+// time.
+func (w *worker) feedBatch(b *fbatch, tick *capture.Segment) {
+	{
+		var frag []capture.Segment
+		if len(b.deferred) > 0 {
 			frag = b.frag[w.id]
 			if b.fragMax.After(w.now) {
 				w.now = b.fragMax
@@ -400,10 +420,8 @@ func (w *worker) runMapped(in <-chan *fbatch, release func(*fbatch), fd *decoder
 		if w.now.After(tick.Time) {
 			tick.Time = w.now
 			w.key = afterBatch
-			w.asm.Add(&tick)
+			w.asm.Add(tick)
 		}
-		release(b)
-		w.handOver()
 	}
 }
 
@@ -448,16 +466,17 @@ func addCapture(a, b capture.Stats) capture.Stats {
 // Chunked framing.
 //
 // A single mapped pcap or pcapng file is framed in parallel too (capture.Chunker):
-// the decoders take chunks of chunkSize bytes (512 KiB, more for large
-// records: maxChunkSize), each guesses where its
-// first record starts, frames and decodes its records, numbering packets
-// from the chunk's start. The calling goroutine takes the chunks in order,
-// accepts a chunk only if it started where the one before ended, in the
-// pcapng interface table that one ended in (Chunker.Follows; and frames
-// and decodes it again from there if not: the guess was wrong),
-// decodes its IPv4 fragments in order, numbers its packets, and hands it
-// to every worker, which proceed as in runMapped. A record that cannot be
-// read ends the file there with the warning reading from the start gives.
+// it is cut in chunks of chunkSize bytes (512 KiB, more for large
+// records: maxChunkSize); the workers themselves take the chunks, each
+// guessing where its first record starts, framing and decoding its
+// records, numbering packets from the chunk's start (see chunks, in
+// chunked.go). The first worker to reach a chunk in order accepts it only
+// if it started where the one before ended, in the pcapng interface table
+// that one ended in (Chunker.Follows; and frames and decodes it again from
+// there if not: the guess was wrong), decodes its IPv4 fragments in order
+// and numbers its packets; every worker then feeds its segments as in
+// runMapped. A record that cannot be read ends the file there with the
+// warning reading from the start gives.
 var chunkSize = 512 << 10 // a variable for tests
 
 // maxChunkSize bounds the chunks grown for large records (Chunker): 8 MiB
@@ -466,191 +485,6 @@ var maxChunkSize = 8 << 20
 
 // guess is capture.Chunker.Guess; tests replace it with worse guesses.
 var guess = (*capture.Chunker).Guess
-
-func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunker, opt Options, nw int) (res *Result, err error) {
-	res = &Result{}
-	acfg := opt.Analyze
-	userAll := acfg.All
-	userEmit := acfg.Emit
-	acfg.All = true // plain exchanges are retry candidates for the merger
-	rcfg := shareLimits(opt.Reassembly, nw)
-	sh := shardingFor(rcfg, nw)
-	rcfg.StablePayloads = true // frames stay valid until src is closed
-
-	nb := mappedBatches * nw
-	ahead := nb - 2*nw // chunks being decoded ahead of the one awaited (the rest are with the workers)
-	free := make(chan *fbatch, nb)
-	for range nb {
-		b := newFbatch(nw)
-		b.reset(nw)
-		free <- b
-	}
-	release := func(b *fbatch) {
-		if b.refs.Add(-1) == 0 {
-			b.reset(nw)
-			free <- b
-		}
-	}
-
-	var decodeErr error
-	var decodeErrOnce sync.Once
-	fail := func(e error) { decodeErrOnce.Do(func() { decodeErr = e }) }
-	frameAndDecode := func(b *fbatch, start int64) {
-		b.start = start
-		b.frames = b.frames[:0]
-		b.segs = b.segs[:0]
-		for k := range b.subs {
-			b.subs[k] = b.subs[k][:0]
-		}
-		b.deferred = b.deferred[:0]
-		b.minT, b.maxT = time.Time{}, time.Time{}
-		b.ds = &decoderState{dec: capture.NewDecoder()}
-		b.ferr = nil
-		if start < 0 {
-			return
-		}
-		// Each record is decoded as soon as it is framed, while the next
-		// record's header is fetched (Chunker.Frame).
-		defer b.ds.seeBatch(b)
-		defer func() {
-			if p := recover(); p != nil { // a bug in a decoder: framed again, without decoding
-				fail(recovered(p, "decoding chunk %d", b.idx))
-				b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames[:0], nil)
-			}
-		}()
-		b.frames, b.end, b.ferr = ch.Frame(b.idx, start, b.frames, func(i int, f *capture.Frame) { decodeFrame(b.ds, b, sh, i, f) })
-	}
-	decodeCh := make(chan *fbatch, nb)
-	var dwg sync.WaitGroup
-	for range nw {
-		dwg.Add(1)
-		go func() {
-			debug.SetPanicOnFault(true) // a mapped file cut short under us faults: recovered as an error
-			defer dwg.Done()
-			for b := range decodeCh {
-				func() {
-					defer func() {
-						if p := recover(); p != nil {
-							fail(recovered(p, "framing chunk %d", b.idx))
-							b.start = -1
-						}
-					}()
-					frameAndDecode(b, guess(ch, b.idx))
-				}()
-				close(b.decoded)
-			}
-		}()
-	}
-
-	ws := newWorkerSet(nw, acfg, rcfg)
-	out := ws.out
-	var wg sync.WaitGroup
-	ins := startMapped(ws.workers, &wg, nb, release, nil, sh)
-	mergeDone := make(chan struct{})
-	warnings, wErr := startMerger(out, nw, acfg, userAll, userEmit, res, mergeDone)
-
-	warn := func(e error) {
-		res.Warnings = append(res.Warnings, e.Error())
-		if opt.Warn != nil {
-			opt.Warn(e)
-		}
-	}
-	fd := &decoderState{dec: capture.NewDecoder()} // IPv4 fragments, in order
-	// Giving pages back (Chunker.Release) unmaps them, which takes a while
-	// for small page-cache folios (a file written by tcpdump): done aside,
-	// it does not hold up the chunks the workers wait for.
-	releases := make(chan int64, 1)
-	released := make(chan struct{})
-	go func() {
-		defer close(released)
-		for off := range releases {
-			ch.Release(off)
-		}
-	}()
-	defer func() { close(releases); <-released }()
-	var queue []*fbatch
-	func() {
-		defer func() {
-			if p := recover(); p != nil {
-				err = recovered(p, "at chunk %d", len(queue))
-			}
-		}()
-		n := ch.Len()
-		next := 0
-		want := ch.Start() // where the next chunk must start
-		var packets uint64
-		for i := 0; i < n; i++ {
-			for next < n && len(queue) < ahead {
-				b := <-free
-				b.idx = next
-				decodeCh <- b
-				queue = append(queue, b)
-				next++
-				if old := next - nb; old > 0 {
-					// Every chunk before old was released by the workers
-					// (at most nb are in use at once), and records of
-					// later chunks start at or after old's bounds. A busy
-					// releaser skips this offset: the next one covers it.
-					select {
-					case releases <- ch.Start() + int64(old)*int64(ch.Size()):
-					default:
-					}
-				}
-			}
-			b := queue[0]
-			queue = queue[1:]
-			<-b.decoded
-			if !ch.Follows(b.idx, b.start, want) {
-				frameAndDecode(b, want) // a wrong guess: frame it again from where it starts
-			}
-			res.Capture = addCapture(res.Capture, b.ds.dec.Stats())
-			see(res, b.ds)
-			if len(b.deferred) > 0 {
-				decodeDeferred(fd, b, sh)
-			}
-			b.pktOff = packets
-			packets += uint64(len(b.frames))
-			want = b.end
-			stop := ctx.Err() != nil
-			if b.ferr != nil {
-				warn(ch.Fail(packets+1, b.end, b.ferr))
-				stop = true
-			}
-			for _, in := range ins {
-				in <- b
-			}
-			if stop {
-				break
-			}
-			if opt.Progress != nil {
-				opt.Progress(res.Capture, ws.snapshot())
-			}
-		}
-	}()
-	close(decodeCh)
-	for _, b := range queue { // decoded ahead of an early end: dropped
-		<-b.decoded
-	}
-	for _, in := range ins {
-		close(in)
-	}
-	wg.Wait()
-	dwg.Wait()
-	<-mergeDone
-	for _, e := range *warnings {
-		warn(e)
-	}
-	res.Capture = addCapture(res.Capture, fd.dec.Stats())
-	see(res, fd)
-	res.Capture.FileErrors = src.Stats().FileErrors
-	if err == nil && decodeErr != nil {
-		err = decodeErr
-	}
-	if err == nil && *wErr != nil {
-		err = *wErr
-	}
-	return outcome(res, err)
-}
 
 // see widens res's first and last times to those d decoded.
 func see(res *Result, d *decoderState) {

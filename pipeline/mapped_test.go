@@ -332,3 +332,85 @@ func TestFloodSameOutput(t *testing.T) {
 		}
 	}
 }
+
+// runCanceled runs the chunked path over path with w workers, canceling
+// the run from the Progress callback at its calls-th call.
+func runCanceled(t *testing.T, path string, w, calls int) *pipeline.Result {
+	t.Helper()
+	src, err := capture.Open([]string{path}, capture.Options{MapMin: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := 0
+	res, err := pipeline.Run(ctx, src, pipeline.Options{
+		Workers: w,
+		Analyze: analyze.Config{Emit: func(*analyze.Record) {}},
+		Progress: func(capture.Stats, analyze.Stats) {
+			if n++; n == calls {
+				cancel()
+			}
+		},
+	})
+	if err != nil {
+		t.Fatalf("%d workers: %v", w, err)
+	}
+	return res
+}
+
+// TestChunkedCancel: a run canceled (SIGINT) stops after the chunk it is
+// in, with every chunk before it, at any worker count: no worker waits
+// for one that stopped.
+func TestChunkedCancel(t *testing.T) {
+	pcap, _ := generate(t, gen.Config{Seed: 8, Sessions: 300, Concurrency: 40, BodyMin: 500, BodyMax: 9000})
+	path := writeTemp(t, pcap)
+	defer pipeline.SetChunking(4096, false)()
+	_, all := runFile(t, path, true, 2)
+	for _, calls := range []int{1, 5, 40} {
+		var want uint64
+		for _, w := range []int{2, 3, 4} {
+			res := runCanceled(t, path, w, calls)
+			got := res.Capture.Packets
+			if got == 0 || got >= all.Capture.Packets {
+				t.Fatalf("canceled at call %d, %d workers: %d packets of %d", calls, w, got, all.Capture.Packets)
+			}
+			if want == 0 {
+				want = got
+			} else if got != want {
+				t.Fatalf("canceled at call %d: %d packets with %d workers, %d with 2", calls, got, w, want)
+			}
+		}
+	}
+}
+
+// TestChunkedWorkerPanic: a worker that panics (a bug) makes the run end
+// with an error naming it, after every chunk was read: the other workers
+// and the merger do not wait for it.
+func TestChunkedWorkerPanic(t *testing.T) {
+	pcap, _ := generate(t, gen.Config{Seed: 8, Sessions: 300, Concurrency: 40, BodyMin: 500, BodyMax: 9000})
+	path := writeTemp(t, pcap)
+	defer pipeline.SetChunking(4096, false)()
+	_, all := runFile(t, path, true, 2)
+	for _, w := range []int{2, 3} {
+		for _, at := range [][2]int{{0, 0}, {w - 1, 3}, {1, 50}} {
+			func() {
+				defer pipeline.SetFeedPanic(at[0], at[1])()
+				src, err := capture.Open([]string{path}, capture.Options{MapMin: -1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer src.Close()
+				res, err := pipeline.Run(context.Background(), src, pipeline.Options{Workers: w, Analyze: analyze.Config{Emit: func(*analyze.Record) {}}})
+				want := fmt.Sprintf("internal error in worker %d: injected", at[0])
+				if err == nil || err.Error() != want {
+					t.Fatalf("%d workers, panic in worker %d at chunk %d: error %v, want %q", w, at[0], at[1], err, want)
+				}
+				if res.Capture.Packets != all.Capture.Packets {
+					t.Fatalf("%d workers, panic in worker %d at chunk %d: %d packets read of %d", w, at[0], at[1], res.Capture.Packets, all.Capture.Packets)
+				}
+			}()
+		}
+	}
+}

@@ -139,17 +139,21 @@ type recMsg struct {
 }
 
 type worker struct {
-	id    int
-	in    chan *batch
-	free  chan *batch
-	out   chan<- recMsg
-	asm   *reassembly.Assembler
-	an    *analyze.Analyzer
-	items []item
-	evs   []analyze.LinkEvent
-	key   uint64 // of the items decided now (see item)
-	warns []error
-	now   time.Time
+	id   int
+	in   chan *batch
+	free chan *batch
+	out  chan<- []recMsg
+	// coalesce is how many messages go to the merger together (pending
+	// until then); 1 sends each at once.
+	coalesce int
+	pending  []recMsg
+	asm      *reassembly.Assembler
+	an       *analyze.Analyzer
+	items    []item
+	evs      []analyze.LinkEvent
+	key      uint64 // of the items decided now (see item)
+	warns    []error
+	now      time.Time
 
 	lastParseErr error
 	flushing     bool // past the last batch: records go out marked flush
@@ -175,7 +179,7 @@ func (w *worker) feed(s *capture.Segment) {
 // the merger, with the end of the batch (even when there are none: an
 // ordered merger waits for it), and snapshots the counters for Progress.
 func (w *worker) handOver() {
-	w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, end: true, now: w.now}
+	w.send(recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, end: true, now: w.now})
 	w.items, w.evs, w.warns = nil, nil, nil
 	st := w.an.Stats()
 	w.mu.Lock()
@@ -190,7 +194,7 @@ func (w *worker) run(last *time.Time) {
 			perr = recovered(p, "in worker %d", w.id)
 			for b := range w.in { // keep the reader from blocking
 				if b.end { // and the merger's rounds going
-					w.out <- recMsg{worker: w.id, end: true}
+					w.send(recMsg{worker: w.id, end: true})
 				}
 				b.reset()
 				w.free <- b
@@ -206,7 +210,7 @@ func (w *worker) run(last *time.Time) {
 			w.asm.FlushAll(*last)
 			w.an.Flush()
 		}()
-		w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr}
+		w.send(recMsg{worker: w.id, items: w.items, evs: w.evs, warns: w.warns, flush: true, done: true, asm: w.asm.Stats(), an: w.an.Stats(), err: perr})
 	}()
 	var tick capture.Segment
 	for b := range w.in {
@@ -238,7 +242,7 @@ func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (r
 	rcfg := shareLimits(opt.Reassembly, nw)
 	sh := shardingFor(rcfg, nw)
 
-	ws := newWorkerSet(nw, acfg, rcfg)
+	ws := newWorkerSet(nw, acfg, rcfg, 1) // live traffic: records go out as they are decided
 	out, workers := ws.out, ws.workers
 	var last time.Time // written by the reader before the inputs close
 	cur := make([]*batch, nw)
@@ -352,16 +356,16 @@ const recsPerMsg = 256
 // workerSet is the workers of one sharded run, each with its own
 // assembler and analyzer, and the snapshot of their counts for Progress.
 type workerSet struct {
-	out     chan recMsg
+	out     chan []recMsg
 	mu      sync.Mutex
 	stats   []analyze.Stats
 	workers []*worker
 }
 
-func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSet {
-	ws := &workerSet{out: make(chan recMsg, nw*4), stats: make([]analyze.Stats, nw), workers: make([]*worker, nw)}
+func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config, coalesce int) *workerSet {
+	ws := &workerSet{out: make(chan []recMsg, nw*4), stats: make([]analyze.Stats, nw), workers: make([]*worker, nw)}
 	for i := range ws.workers {
-		w := &worker{id: i, out: ws.out, mu: &ws.mu, stats: &ws.stats[i]}
+		w := &worker{id: i, out: ws.out, mu: &ws.mu, stats: &ws.stats[i], coalesce: coalesce}
 		cfg := acfg
 		cfg.Emit = func(r *analyze.Record) {
 			w.items = append(w.items, item{key: w.key, rec: r})
@@ -384,8 +388,22 @@ func newWorkerSet(nw int, acfg analyze.Config, rcfg reassembly.Config) *workerSe
 // sent in parts they do not all wait in memory for the last one.
 func (w *worker) sendFull() {
 	if len(w.items) >= recsPerMsg {
-		w.out <- recMsg{worker: w.id, items: w.items, evs: w.evs, flush: w.flushing}
+		w.send(recMsg{worker: w.id, items: w.items, evs: w.evs, flush: w.flushing})
 		w.items, w.evs = nil, nil
+	}
+}
+
+// send passes msg to the merger, with the messages pending before it once
+// there are coalesce of them, or at once when msg is of the final flush
+// (taken as it comes, and possibly one of millions of records). Reading
+// a file, the merger is woken once for several batches: a goroutine woken
+// by a worker waits on that worker's core until the other core takes it
+// (chunks), which holds up the worker that core was to run.
+func (w *worker) send(msg recMsg) {
+	w.pending = append(w.pending, msg)
+	if len(w.pending) >= w.coalesce || msg.flush || msg.done {
+		w.out <- w.pending
+		w.pending = nil
 	}
 }
 
@@ -443,7 +461,7 @@ func shareLimits(rcfg reassembly.Config, nw int) reassembly.Config {
 // it comes once that worker's batches are merged: in turn, one worker's
 // flush would wait in memory for another's. Its events, few, wait for the
 // end and are linked in worker order, with the records they concern.
-func startMerger(out <-chan recMsg, nw int, acfg analyze.Config, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
+func startMerger(out <-chan []recMsg, nw int, acfg analyze.Config, all bool, emit func(*analyze.Record), res *Result, done chan<- struct{}) (*[]error, *error) {
 	m := newMerger(acfg, all, emit, nw)
 	warnings := new([]error)
 	wErr := new(error)
@@ -465,57 +483,59 @@ func startMerger(out <-chan recMsg, nw int, acfg analyze.Config, all bool, emit 
 		queued := make([][]recMsg, nw)
 		ends := make([]int, nw)  // batch ends queued, per worker
 		over := make([]bool, nw) // past its last batch
-		for msg := range out {
-			queued[msg.worker] = append(queued[msg.worker], msg)
-			if msg.flush || msg.done {
-				over[msg.worker] = true
-			}
-			if msg.end {
-				ends[msg.worker]++
-			}
-			for moved := true; moved; {
-				moved = false
-				for w, q := range queued { // a flush once the worker's batches are merged
-					for len(q) > 0 && (q[0].flush || q[0].done) {
-						m.late(q[0])
-						take(q[0])
-						q = q[1:]
-						moved = true
+		for msgs := range out {
+			for _, msg := range msgs {
+				queued[msg.worker] = append(queued[msg.worker], msg)
+				if msg.flush || msg.done {
+					over[msg.worker] = true
+				}
+				if msg.end {
+					ends[msg.worker]++
+				}
+				for moved := true; moved; {
+					moved = false
+					for w, q := range queued { // a flush once the worker's batches are merged
+						for len(q) > 0 && (q[0].flush || q[0].done) {
+							m.late(q[0])
+							take(q[0])
+							q = q[1:]
+							moved = true
+						}
+						queued[w] = q
 					}
-					queued[w] = q
-				}
-				ready, any := true, false
-				for w := range queued {
-					if ends[w] > 0 {
-						any = true
-					} else if !over[w] {
-						ready = false // its batch is still to come
+					ready, any := true, false
+					for w := range queued {
+						if ends[w] > 0 {
+							any = true
+						} else if !over[w] {
+							ready = false // its batch is still to come
+						}
 					}
-				}
-				if !ready || !any {
-					continue
-				}
-				batches := make([][]recMsg, nw)
-				for w, q := range queued {
-					if ends[w] == 0 {
-						continue // past its last batch
+					if !ready || !any {
+						continue
 					}
-					i := slices.IndexFunc(q, func(m recMsg) bool { return m.end })
-					batches[w] = q[:i+1]
-					queued[w] = q[i+1:]
-					ends[w]--
-				}
-				m.round(batches)
-				for _, b := range batches {
-					for _, msg := range b {
-						take(msg)
+					batches := make([][]recMsg, nw)
+					for w, q := range queued {
+						if ends[w] == 0 {
+							continue // past its last batch
+						}
+						i := slices.IndexFunc(q, func(m recMsg) bool { return m.end })
+						batches[w] = q[:i+1]
+						queued[w] = q[i+1:]
+						ends[w]--
 					}
+					m.round(batches)
+					for _, b := range batches {
+						for _, msg := range b {
+							take(msg)
+						}
+					}
+					moved = true
 				}
-				moved = true
-			}
-			if finished == nw {
-				m.finish()
-				return
+				if finished == nw {
+					m.finish()
+					return
+				}
 			}
 		}
 	}()
