@@ -393,15 +393,17 @@ func (w *worker) sendFull() {
 	}
 }
 
-// send passes msg to the merger, with the messages pending before it once
-// there are coalesce of them, or at once when msg is of the final flush
-// (taken as it comes, and possibly one of millions of records). Reading
-// a file, the merger is woken once for several batches: a goroutine woken
-// by a worker waits on that worker's core until the other core takes it
-// (chunks), which holds up the worker that core was to run.
+// send passes msg to the merger, with the messages pending before it. A
+// batch's end with nothing in it waits until there are coalesce of them:
+// reading a file, the merger is then woken once for several batches
+// without records (most, in uploads), where each wake-up was a hand-off
+// between cores: a goroutine woken by a worker waits on that worker's
+// core until the other core takes it (chunks), which holds up the worker
+// that core was to run. Records go at once: held back, they were colder
+// in the merger's cache, which cost more than the wake-ups saved.
 func (w *worker) send(msg recMsg) {
 	w.pending = append(w.pending, msg)
-	if len(w.pending) >= w.coalesce || msg.flush || msg.done {
+	if len(w.pending) >= w.coalesce || len(msg.items) > 0 || len(msg.warns) > 0 || msg.flush || msg.done {
 		w.out <- w.pending
 		w.pending = nil
 	}
