@@ -528,6 +528,14 @@ func (c *Chunker) Release(off int64) {
 
 const chunkReleaseStep = 2 << 20
 
+// ReleaseStep is how far Release lets the pages before its offset wait:
+// it gives them back in steps of this many bytes.
+const ReleaseStep = chunkReleaseStep
+
+// Given returns the offset before which the pages were given back; not
+// to be called while Release runs.
+func (c *Chunker) Given() int64 { return int64(c.mm.freed) }
+
 // framesAhead is how far ahead of the frame it appends Chunker.Frame
 // prefetches dst's slots for writing, three at a time (a Frame is a
 // cache line). A chunk's frames were last written by whichever core

@@ -33,3 +33,12 @@ func SetFeedPanic(worker, chunk int) (restore func()) {
 	}
 	return func() { beforeFeed = old }
 }
+
+// WatchRelease calls f after each time a worker of a chunked run gave
+// back mapped pages: with the offset it asked for, and the one before
+// which pages are given back.
+func WatchRelease(f func(asked, given int64)) (restore func()) {
+	old := afterRelease
+	afterRelease = func(ch *capture.Chunker, off int64) { f(off, ch.Given()) }
+	return func() { afterRelease = old }
+}

@@ -414,3 +414,36 @@ func TestChunkedWorkerPanic(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedGivesPagesBack: the mapped pages of chunks every worker is
+// through with go back as the run goes, in steps of capture.ReleaseStep:
+// kept, they are resident set (a goroutine doing it aside, woken onto a
+// busy core, once let 30 MB of them wait).
+func TestChunkedGivesPagesBack(t *testing.T) {
+	pcap, _ := generate(t, gen.Config{Seed: 5, Sessions: 200, Concurrency: 20, BodyMin: 100 << 10, BodyMax: 400 << 10})
+	if len(pcap) < 8*capture.ReleaseStep {
+		t.Fatalf("capture of %d bytes: too small to see pages go back", len(pcap))
+	}
+	path := writeTemp(t, pcap)
+	const size = 64 << 10
+	defer pipeline.SetChunking(size, false)()
+	for _, w := range []int{2, 3} {
+		var calls int
+		var given, lag int64
+		restore := pipeline.WatchRelease(func(asked, g int64) {
+			calls++
+			given = g
+			lag = max(lag, asked-g)
+		})
+		runFile(t, path, true, w)
+		restore()
+		// The chunks at most nb (4 per worker) before the last claimed may
+		// be in use; a release step more waits.
+		if limit := int64(len(pcap) - (4*w+2)*size - capture.ReleaseStep); given < limit {
+			t.Errorf("%d workers: pages given back before %d at the end, want at least %d (%d calls)", w, given, limit, calls)
+		}
+		if lag > capture.ReleaseStep {
+			t.Errorf("%d workers: a release left %d bytes before its offset", w, lag)
+		}
+	}
+}
