@@ -336,11 +336,7 @@ var beforeFeed = func(worker, chunk int) {}
 
 func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunker, opt Options, nw int) (res *Result, err error) {
 	res = &Result{}
-	acfg := opt.Analyze
-	userAll := acfg.All
-	userEmit := acfg.Emit
-	acfg.All = true // plain exchanges are retry candidates for the merger
-	rcfg := shareLimits(opt.Reassembly, nw)
+	acfg, userAll, userEmit, rcfg := workerConfigs(opt, nw)
 	rcfg.StablePayloads = true // frames stay valid until src is closed
 
 	c := &chunks{ctx: ctx, ch: ch, opt: opt, sh: shardingFor(rcfg, nw), nw: nw, n: ch.Len(), res: res,

@@ -136,11 +136,7 @@ func (d *decoderState) see(t time.Time) {
 
 func runMapped(ctx context.Context, src capture.FrameSource, opt Options, nw int) (res *Result, err error) {
 	res = &Result{}
-	acfg := opt.Analyze
-	userAll := acfg.All
-	userEmit := acfg.Emit
-	acfg.All = true // plain exchanges are retry candidates for the merger
-	rcfg := shareLimits(opt.Reassembly, nw)
+	acfg, userAll, userEmit, rcfg := workerConfigs(opt, nw)
 	sh := shardingFor(rcfg, nw)
 	rcfg.StablePayloads = true // frames stay valid until src is closed
 

@@ -233,13 +233,20 @@ func (w *worker) run(last *time.Time) {
 	}
 }
 
+// workerConfigs are the analysis and reassembly configurations of nw
+// workers, and what the caller asked of the analysis: the workers record
+// plain exchanges too (retry candidates for the merger), which the merger
+// passes on only if All was asked.
+func workerConfigs(opt Options, nw int) (acfg analyze.Config, userAll bool, userEmit func(*analyze.Record), rcfg reassembly.Config) {
+	acfg = opt.Analyze
+	userAll, userEmit = acfg.All, acfg.Emit
+	acfg.All = true
+	return acfg, userAll, userEmit, shareLimits(opt.Reassembly, nw)
+}
+
 func runSharded(ctx context.Context, src capture.Source, opt Options, nw int) (res *Result, err error) {
 	res = &Result{}
-	acfg := opt.Analyze
-	userAll := acfg.All
-	userEmit := acfg.Emit
-	acfg.All = true // plain exchanges are retry candidates for the merger
-	rcfg := shareLimits(opt.Reassembly, nw)
+	acfg, userAll, userEmit, rcfg := workerConfigs(opt, nw)
 	sh := shardingFor(rcfg, nw)
 
 	ws := newWorkerSet(nw, acfg, rcfg, 1) // live traffic: records go out as they are decided
