@@ -54,6 +54,7 @@ type chunks struct {
 	done    []int      // per worker, the chunks it is through with
 	end     int        // the chunks to feed: n, less after a file error
 	waiting int        // workers waiting on moved
+	spins   int        // spinTries
 
 	// Prepared state, in chunk order, under prepMu.
 	prepMu   sync.Mutex
@@ -179,7 +180,7 @@ func (c *chunks) frameAndDecode(b *fbatch, start int64) {
 // await returns chunk k decoded, decoding it or later chunks meanwhile;
 // nil when the run ends before k.
 func (c *chunks) await(k int) *fbatch {
-	tries := spinTries()
+	tries := c.spins
 	for {
 		c.mu.Lock()
 		if k >= c.end {
@@ -342,6 +343,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	c := &chunks{ctx: ctx, ch: ch, opt: opt, sh: shardingFor(rcfg, nw), nw: nw, n: ch.Len(), res: res,
 		done: make([]int, nw), fd: &decoderState{dec: capture.NewDecoder()}}
 	c.end = c.n
+	c.spins = spinTries()
 	c.moved = sync.NewCond(&c.mu)
 	c.warn = func(e error) {
 		res.Warnings = append(res.Warnings, e.Error())
