@@ -35,7 +35,6 @@ import (
 type chunks struct {
 	ctx  context.Context
 	ch   *capture.Chunker
-	opt  Options
 	sh   sharding
 	nw   int
 	n    int       // chunks in the file
@@ -340,7 +339,7 @@ func runChunked(ctx context.Context, src capture.FrameSource, ch *capture.Chunke
 	acfg, userAll, userEmit, rcfg := workerConfigs(opt, nw)
 	rcfg.StablePayloads = true // frames stay valid until src is closed
 
-	c := &chunks{ctx: ctx, ch: ch, opt: opt, sh: shardingFor(rcfg, nw), nw: nw, n: ch.Len(), res: res,
+	c := &chunks{ctx: ctx, ch: ch, sh: shardingFor(rcfg, nw), nw: nw, n: ch.Len(), res: res,
 		done: make([]int, nw), fd: &decoderState{dec: capture.NewDecoder()}}
 	c.end = c.n
 	c.spins = spinTries()
