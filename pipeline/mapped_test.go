@@ -447,3 +447,23 @@ func TestChunkedGivesPagesBack(t *testing.T) {
 		}
 	}
 }
+
+// TestChunkedRealCaptures: every real capture of the corpus, mapped and cut
+// in small chunks (with right and with mostly wrong guesses of where each
+// chunk's first record starts), gives at 1-4 workers the records,
+// counters and warnings it gives read as a stream.
+func TestChunkedRealCaptures(t *testing.T) {
+	files, err := filepath.Glob("../testdata/corpus/*/*.pcap.gz")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no corpus captures: %v", err)
+	}
+	for _, bad := range []bool{false, true} {
+		restore := pipeline.SetChunking(4096, bad)
+		for _, f := range files {
+			t.Run(fmt.Sprintf("%s,bad=%v", filepath.Base(f), bad), func(t *testing.T) {
+				checkMappedSame(t, writeTemp(t, gunzipFile(t, f)))
+			})
+		}
+		restore()
+	}
+}
